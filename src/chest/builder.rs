@@ -1,0 +1,190 @@
+//! Options for opening a chest.
+
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::chest::Chest;
+use crate::chest::state::{State, StateOptions, Weigher};
+use crate::codec::{Bincode, Codec, Compression};
+use crate::disk::{DiskMode, DiskTier, Meta};
+use crate::error::{Error, Result};
+use crate::memory::Policy;
+
+/// The budget of [`Chest::open`] and of a builder that is given none: 1 GiB.
+pub const DEFAULT_BUDGET_BYTES: u64 = 1 << 30;
+
+/// Where a chest lives.
+#[derive(Debug, Clone)]
+enum Location {
+    Temp,
+    Path(PathBuf),
+}
+
+/// Options for a [`Chest`], from [`Chest::builder`]. Every option has a default: a temporary
+/// directory, a 1 GiB budget, [`Policy::Lru`], [`Compression::None`], weights by encoded size,
+/// read-write, and no waiting for a lock.
+#[must_use = "a builder does nothing until `open` is called"]
+pub struct ChestBuilder<K, V, C = Bincode> {
+    location: Location,
+    budget_bytes: u64,
+    policy: Policy,
+    compression: Compression,
+    weigher: Option<Weigher<V>>,
+    read_only: bool,
+    lock_wait: Duration,
+    codec: C,
+    _keys: PhantomData<fn() -> K>,
+}
+
+impl<K, V> ChestBuilder<K, V, Bincode> {
+    pub(crate) fn new() -> Self {
+        ChestBuilder {
+            location: Location::Temp,
+            budget_bytes: DEFAULT_BUDGET_BYTES,
+            policy: Policy::default(),
+            compression: Compression::default(),
+            weigher: None,
+            read_only: false,
+            lock_wait: Duration::ZERO,
+            codec: Bincode,
+            _keys: PhantomData,
+        }
+    }
+}
+
+impl<K, V, C> ChestBuilder<K, V, C> {
+    /// A persistent chest in the directory `path`, created if absent.
+    pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.location = Location::Path(path.into());
+        self
+    }
+
+    /// A chest in a fresh temporary directory, removed when the chest is dropped (the default).
+    pub fn temp(mut self) -> Self {
+        self.location = Location::Temp;
+        self
+    }
+
+    /// The most bytes of values held in memory.
+    pub fn budget(mut self, bytes: u64) -> Self {
+        self.budget_bytes = bytes;
+        self
+    }
+
+    /// Which values leave memory first.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How spilled values are compressed.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Weighs values with `weigher` (bytes) instead of their encoded size. Encoding is then
+    /// first tried when a value is spilled, so a value that cannot be encoded is reported by
+    /// the operation that tries to spill it.
+    pub fn weigher(mut self, weigher: impl Fn(&V) -> u64 + Send + Sync + 'static) -> Self {
+        self.weigher = Some(Arc::new(weigher));
+        self
+    }
+
+    /// Opens an existing chest for reading only, sharing the lock with other readers. Writes
+    /// give [`Error::ReadOnly`].
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
+    /// Waits up to `wait` for another handle to release the lock, instead of failing at once
+    /// with [`Error::Locked`].
+    pub fn wait_for_lock(mut self, wait: Duration) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Encodes keys and values with `codec` instead of [`Bincode`].
+    pub fn codec<C2: Codec>(self, codec: C2) -> ChestBuilder<K, V, C2> {
+        ChestBuilder {
+            location: self.location,
+            budget_bytes: self.budget_bytes,
+            policy: self.policy,
+            compression: self.compression,
+            weigher: self.weigher,
+            read_only: self.read_only,
+            lock_wait: self.lock_wait,
+            codec,
+            _keys: PhantomData,
+        }
+    }
+}
+
+impl<K, V, C> ChestBuilder<K, V, C>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
+    V: Serialize + DeserializeOwned,
+    C: Codec,
+{
+    /// Opens the chest.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another handle holds the lock; [`Error::TypeMismatch`] when the
+    /// chest holds other types or another codec; [`Error::UnsupportedFormat`],
+    /// [`Error::NotAChest`], [`Error::Corrupt`] for directories it cannot use;
+    /// [`Error::Io`] for the file system's errors; [`Error::InvalidConfig`] for a read-only
+    /// temporary chest.
+    pub fn open(self) -> Result<Chest<K, V, C>> {
+        let meta = Meta {
+            codec: C::NAME.to_string(),
+            key_type: std::any::type_name::<K>().to_string(),
+            value_type: std::any::type_name::<V>().to_string(),
+            created_unix_ms: crate::disk::now_unix_ms(),
+        };
+        let (root, temp, mode) = match (&self.location, self.read_only) {
+            (Location::Temp, true) => {
+                return Err(Error::InvalidConfig {
+                    reason: "a temporary chest cannot be read-only".into(),
+                });
+            }
+            (Location::Temp, false) => {
+                let dir = tempfile::Builder::new()
+                    .prefix("spillchest-")
+                    .tempdir()
+                    .map_err(|e| {
+                        Error::io(std::env::temp_dir(), "create temporary directory", e)
+                    })?;
+                (dir.path().to_path_buf(), Some(dir), DiskMode::Temp)
+            }
+            (Location::Path(path), read_only) => {
+                let mode = if read_only {
+                    DiskMode::ReadOnly
+                } else {
+                    DiskMode::Persistent
+                };
+                (path.clone(), None, mode)
+            }
+        };
+        let (disk, found, report) = DiskTier::open(&root, mode, &meta, self.lock_wait)?;
+        let state = State::recover(
+            disk,
+            found,
+            &report,
+            StateOptions {
+                budget_bytes: self.budget_bytes,
+                policy: self.policy,
+                compression: self.compression,
+                weigher: self.weigher,
+                codec: self.codec,
+            },
+        )?;
+        Ok(Chest::from_parts(state, root, temp))
+    }
+}

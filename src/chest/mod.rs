@@ -1,0 +1,209 @@
+//! The public [`Chest`] type.
+
+mod builder;
+mod state;
+
+use std::hash::Hash;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tempfile::TempDir;
+
+pub use builder::{ChestBuilder, DEFAULT_BUDGET_BYTES};
+use state::State;
+
+use crate::codec::{Bincode, Codec};
+use crate::error::Result;
+use crate::stats::Stats;
+
+/// A typed map that keeps values in memory up to a byte budget and spills the rest to disk.
+///
+/// Values come back as `Arc<V>`: a value stays valid for as long as the caller holds it, even
+/// after it is spilled, overwritten or removed. `Chest` is `Send + Sync` when `K` is `Send` and
+/// `V` is `Send + Sync`; every method but [`close`](Chest::close) takes `&self`, so a chest can be
+/// shared between threads behind an `Arc`.
+///
+/// See the [crate documentation](crate) for the guarantees and the design.
+pub struct Chest<K, V, C = Bincode>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
+    V: Serialize + DeserializeOwned,
+    C: Codec,
+{
+    state: Mutex<State<K, V, C>>,
+    path: PathBuf,
+    /// Declared last so the directory is removed after the state (and its lock file) closes.
+    _temp: Option<TempDir>,
+}
+
+impl<K, V> Chest<K, V, Bincode>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
+    V: Serialize + DeserializeOwned,
+{
+    /// A chest in a fresh temporary directory with a budget of `budget_bytes`, removed when the
+    /// chest is dropped. Nothing is fsynced.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) when the temporary directory cannot be created.
+    pub fn with_budget(budget_bytes: u64) -> Result<Self> {
+        Self::builder().temp().budget(budget_bytes).open()
+    }
+
+    /// Opens the persistent chest in the directory `path`, creating it if absent, with the
+    /// default budget of 1 GiB.
+    ///
+    /// # Errors
+    /// As [`ChestBuilder::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::builder().path(path.as_ref()).open()
+    }
+
+    /// Options for a chest: location, budget, policy, compression, weigher, locking, codec.
+    pub fn builder() -> ChestBuilder<K, V, Bincode> {
+        ChestBuilder::new()
+    }
+}
+
+impl<K, V, C> Chest<K, V, C>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
+    V: Serialize + DeserializeOwned,
+    C: Codec,
+{
+    pub(crate) fn from_parts(state: State<K, V, C>, path: PathBuf, temp: Option<TempDir>) -> Self {
+        Chest {
+            state: Mutex::new(state),
+            path,
+            _temp: temp,
+        }
+    }
+
+    /// Stores `value` under `key`, replacing any value it had. When memory would exceed the
+    /// budget, values leave memory in policy order first; a value heavier than the whole budget
+    /// goes straight to disk.
+    ///
+    /// # Errors
+    /// [`Error::Encode`](crate::Error::Encode) when the key or value cannot be encoded;
+    /// [`Error::DiskFull`](crate::Error::DiskFull) or [`Error::Io`](crate::Error::Io) when a
+    /// spill needed to make room fails; [`Error::ReadOnly`](crate::Error::ReadOnly). On error the
+    /// chest is unchanged.
+    pub fn insert(&self, key: K, value: V) -> Result<()> {
+        self.state.lock().insert(key, value)
+    }
+
+    /// The value of `key`, from memory or read back from disk.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`](crate::Error::Corrupt) naming the file when its bytes fail a check;
+    /// [`Error::Decode`](crate::Error::Decode); [`Error::Io`](crate::Error::Io).
+    pub fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
+        self.state.lock().get(key)
+    }
+
+    /// True when the chest has `key`. Reads nothing from disk.
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.state.lock().contains_key(key)
+    }
+
+    /// Removes `key`; true when it was present.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) when its value file cannot be deleted (the entry is then
+    /// kept); [`Error::ReadOnly`](crate::Error::ReadOnly).
+    pub fn remove(&self, key: &K) -> Result<bool> {
+        self.state.lock().remove(key)
+    }
+
+    /// Changes `key`'s value in place with `f`, whether it is in memory or on disk; true when
+    /// the key existed. Callers holding an `Arc` of the old value keep the old value.
+    ///
+    /// `f` runs while the chest is locked: it must not call back into this chest.
+    ///
+    /// # Errors
+    /// As [`get`](Chest::get) for a value read from disk, and as [`insert`](Chest::insert) for
+    /// storing the result. On error the old value is kept, with one exception: when `f`
+    /// mutated the only in-memory copy of a value that has no current disk copy, the changed
+    /// value is kept (in memory, counted in [`Stats::failed_spills`] if it could not make room).
+    pub fn update<F: FnOnce(&mut V)>(&self, key: &K, f: F) -> Result<bool> {
+        self.state.lock().update(key, f)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.state.lock().len()
+    }
+
+    /// True when the chest has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every key, in no particular order.
+    pub fn keys(&self) -> Vec<K> {
+        self.state.lock().keys()
+    }
+
+    /// Makes every entry durable: writes each value that has no current disk copy (it also
+    /// stays in memory), then fsyncs the value files, their directories and the index. Does
+    /// nothing for a temporary or read-only chest.
+    ///
+    /// # Errors
+    /// [`Error::Encode`](crate::Error::Encode), [`Error::DiskFull`](crate::Error::DiskFull),
+    /// [`Error::Io`](crate::Error::Io); entries are then as durable as before the call.
+    pub fn flush(&self) -> Result<()> {
+        self.state.lock().flush()
+    }
+
+    /// Flushes and releases the lock, reporting errors that dropping the chest would swallow.
+    ///
+    /// # Errors
+    /// As [`flush`](Chest::flush), and [`Error::Io`](crate::Error::Io) from unlocking.
+    pub fn close(self) -> Result<()> {
+        let mut state = self.state.lock();
+        state.flush()?;
+        state.release()
+    }
+
+    /// The chest's directory (for a temporary chest, the temporary directory).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A snapshot of the chest's counters.
+    pub fn stats(&self) -> Stats {
+        self.state.lock().stats()
+    }
+}
+
+impl<K, V, C> Drop for Chest<K, V, C>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
+    V: Serialize + DeserializeOwned,
+    C: Codec,
+{
+    /// A persistent chest flushes on drop, best effort: use [`Chest::close`] to see errors.
+    fn drop(&mut self) {
+        let state = self.state.get_mut();
+        if state.is_writable_persistent() {
+            let _ = state.flush();
+        }
+    }
+}
+
+impl<K, V, C> std::fmt::Debug for Chest<K, V, C>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
+    V: Serialize + DeserializeOwned,
+    C: Codec,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chest")
+            .field("path", &self.path)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

@@ -1,0 +1,447 @@
+//! The `.keys` index: an append-only log of checksummed records naming every key that has a
+//! value file, so reopening does not read every file.
+//!
+//! ```text
+//! file header (16 bytes): magic b"SPCHKEYS" | version u16 (1) | 6 reserved zero bytes
+//! record: body length u32 | xxh3-64 of body u64 | body
+//! body:   tag u8, then
+//!   1 Put     key length u32 | key | raw length u64 | stored length u64
+//!   2 Remove  key length u32 | key
+//!   3 Commit  unix time in ms u64   (written by flush after every file it covers is synced)
+//! ```
+//! Replay applies records in order and stops at the first record that is incomplete or fails
+//! its checksum: that is a torn tail from a crash, and the writer truncates it away.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::disk::io::{Cursor, checksum};
+use crate::error::{Error, Result};
+
+/// The magic bytes the index starts with.
+pub(crate) const MAGIC: [u8; 8] = *b"SPCHKEYS";
+/// The index format this build writes and reads.
+pub(crate) const VERSION: u16 = 1;
+/// Length of the file header.
+pub(crate) const HEADER_LEN: usize = 16;
+/// Length of a record's frame (body length and checksum).
+const FRAME_LEN: usize = 12;
+
+const TAG_PUT: u8 = 1;
+const TAG_REMOVE: u8 = 2;
+const TAG_COMMIT: u8 = 3;
+
+/// One index record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Record<'a> {
+    /// `key` has a value file of `stored_len` payload bytes that decode from `raw_len` bytes.
+    Put {
+        key: &'a [u8],
+        raw_len: u64,
+        stored_len: u64,
+    },
+    /// `key` no longer has a value file.
+    Remove { key: &'a [u8] },
+    /// Every record before this one was durable when it was written.
+    Commit { unix_ms: u64 },
+}
+
+impl Record<'_> {
+    /// Appends the framed record to `out`.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let frame_at = out.len();
+        out.extend_from_slice(&[0; FRAME_LEN]);
+        let body_at = out.len();
+        match self {
+            Record::Put {
+                key,
+                raw_len,
+                stored_len,
+            } => {
+                out.push(TAG_PUT);
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+                out.extend_from_slice(&raw_len.to_le_bytes());
+                out.extend_from_slice(&stored_len.to_le_bytes());
+            }
+            Record::Remove { key } => {
+                out.push(TAG_REMOVE);
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+            }
+            Record::Commit { unix_ms } => {
+                out.push(TAG_COMMIT);
+                out.extend_from_slice(&unix_ms.to_le_bytes());
+            }
+        }
+        let body_len = (out.len() - body_at) as u32;
+        let sum = checksum(&out[body_at..]);
+        out[frame_at..frame_at + 4].copy_from_slice(&body_len.to_le_bytes());
+        out[frame_at + 4..frame_at + 12].copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
+fn parse_body(body: &[u8]) -> Option<Record<'_>> {
+    let mut c = Cursor::new(body);
+    let record = match c.u8()? {
+        TAG_PUT => {
+            let key_len = c.u32()? as usize;
+            let key = c.take(key_len)?;
+            Record::Put {
+                key,
+                raw_len: c.u64()?,
+                stored_len: c.u64()?,
+            }
+        }
+        TAG_REMOVE => {
+            let key_len = c.u32()? as usize;
+            Record::Remove {
+                key: c.take(key_len)?,
+            }
+        }
+        TAG_COMMIT => Record::Commit { unix_ms: c.u64()? },
+        _ => return None,
+    };
+    (c.remaining() == 0).then_some(record)
+}
+
+/// The sizes an index Put records for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PutSizes {
+    pub(crate) raw_len: u64,
+    pub(crate) stored_len: u64,
+}
+
+/// The state an index log describes.
+#[derive(Debug, Default)]
+pub(crate) struct Replay {
+    /// Every key with a value file, by encoded key.
+    pub(crate) entries: HashMap<Vec<u8>, PutSizes>,
+    /// Keys put after the last Commit: their files may not have been synced.
+    pub(crate) unflushed: HashSet<Vec<u8>>,
+    /// Records applied.
+    pub(crate) records: u64,
+    /// Bytes of header and valid records; anything after is a torn tail.
+    pub(crate) valid_len: u64,
+    /// Why replay stopped early, if it did.
+    pub(crate) torn_tail: Option<String>,
+    /// Time of the last Commit record.
+    pub(crate) last_commit_ms: Option<u64>,
+}
+
+/// Checks the header of an index file. `Err(None)` means a foreign file, `Err(Some(v))` an
+/// unsupported version.
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(), Option<u16>> {
+    let mut c = Cursor::new(bytes);
+    if c.take(8) != Some(&MAGIC[..]) {
+        return Err(None);
+    }
+    match c.u16() {
+        Some(VERSION) => Ok(()),
+        Some(v) => Err(Some(v)),
+        None => Err(None),
+    }
+}
+
+/// Replays an index whose header has been checked. Never fails: damage ends the replay.
+pub(crate) fn replay(bytes: &[u8]) -> Replay {
+    let mut out = Replay {
+        valid_len: HEADER_LEN.min(bytes.len()) as u64,
+        ..Replay::default()
+    };
+    if bytes.len() < HEADER_LEN {
+        out.torn_tail = Some("index header is incomplete".into());
+        return out;
+    }
+    let mut c = Cursor::new(&bytes[HEADER_LEN..]);
+    while c.remaining() > 0 {
+        let at = HEADER_LEN + c.pos();
+        let (Some(len), Some(sum)) = (c.u32(), c.u64()) else {
+            out.torn_tail = Some(format!("incomplete record frame at byte {at}"));
+            break;
+        };
+        let Some(body) = c.take(len as usize) else {
+            out.torn_tail = Some(format!("record at byte {at} runs past the end"));
+            break;
+        };
+        if checksum(body) != sum {
+            out.torn_tail = Some(format!("record at byte {at} fails its checksum"));
+            break;
+        }
+        let Some(record) = parse_body(body) else {
+            out.torn_tail = Some(format!("record at byte {at} is malformed"));
+            break;
+        };
+        match record {
+            Record::Put {
+                key,
+                raw_len,
+                stored_len,
+            } => {
+                out.entries.insert(
+                    key.to_vec(),
+                    PutSizes {
+                        raw_len,
+                        stored_len,
+                    },
+                );
+                out.unflushed.insert(key.to_vec());
+            }
+            Record::Remove { key } => {
+                out.entries.remove(key);
+                out.unflushed.remove(key);
+            }
+            Record::Commit { unix_ms } => {
+                out.unflushed.clear();
+                out.last_commit_ms = Some(unix_ms);
+            }
+        }
+        out.records += 1;
+        out.valid_len = (HEADER_LEN + c.pos()) as u64;
+    }
+    out
+}
+
+fn header_bytes() -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    h
+}
+
+/// The milliseconds since the Unix epoch, for Commit records.
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An open index log, appended to by the writer.
+#[derive(Debug)]
+pub(crate) struct IndexLog {
+    path: PathBuf,
+    file: File,
+    /// Bytes known to be valid; a failed append truncates back to this.
+    len: u64,
+    /// Records in the file.
+    records: u64,
+    buf: Vec<u8>,
+}
+
+impl IndexLog {
+    /// Opens an existing index for appending, cutting off a torn tail at `valid_len`.
+    pub(crate) fn open_append(path: &Path, valid_len: u64, records: u64) -> Result<Self> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, "open index", e))?;
+        let current = file
+            .metadata()
+            .map_err(|e| Error::io(path, "stat index", e))?
+            .len();
+        if current != valid_len {
+            file.set_len(valid_len)
+                .map_err(|e| Error::io(path, "truncate torn index tail", e))?;
+        }
+        Ok(IndexLog {
+            path: path.to_path_buf(),
+            file,
+            len: valid_len,
+            records,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Writes a fresh index holding `puts` and a Commit, syncs it, and renames it over `path`.
+    /// Callers must have synced every value file the puts name.
+    pub(crate) fn rewrite<'a>(
+        path: &Path,
+        puts: impl Iterator<Item = (&'a [u8], PutSizes)>,
+        sync: bool,
+    ) -> Result<Self> {
+        let mut buf = header_bytes().to_vec();
+        let mut records = 0;
+        for (key, sizes) in puts {
+            Record::Put {
+                key,
+                raw_len: sizes.raw_len,
+                stored_len: sizes.stored_len,
+            }
+            .encode(&mut buf);
+            records += 1;
+        }
+        Record::Commit {
+            unix_ms: now_unix_ms(),
+        }
+        .encode(&mut buf);
+        records += 1;
+        let tmp = path.with_extension("tmp");
+        crate::disk::io::write_then_rename(&tmp, path, &[&buf], sync)?;
+        let len = buf.len() as u64;
+        Self::open_append(path, len, records)
+    }
+
+    /// Appends one record with a single write. On failure the file is cut back so that later
+    /// records never follow a partial one.
+    pub(crate) fn append(&mut self, record: &Record<'_>) -> Result<()> {
+        self.buf.clear();
+        record.encode(&mut self.buf);
+        if let Err(e) = self.file.write_all(&self.buf) {
+            let err = Error::io(&self.path, "append to index", e);
+            self.file
+                .set_len(self.len)
+                .map_err(|e| Error::io(&self.path, "cut back a failed index append", e))?;
+            return Err(err);
+        }
+        self.len += self.buf.len() as u64;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Fsyncs the index.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(&self.path, "fsync index", e))
+    }
+
+    /// Records in the file, live or dead.
+    pub(crate) fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Bytes in the file.
+    pub(crate) fn len_bytes(&self) -> u64 {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(records: &[Record<'_>]) -> Vec<u8> {
+        let mut out = header_bytes().to_vec();
+        for r in records {
+            r.encode(&mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn replay_applies_records_in_order() {
+        let bytes = log(&[
+            Record::Put {
+                key: b"a",
+                raw_len: 3,
+                stored_len: 2,
+            },
+            Record::Put {
+                key: b"b",
+                raw_len: 1,
+                stored_len: 1,
+            },
+            Record::Commit { unix_ms: 5 },
+            Record::Remove { key: b"a" },
+            Record::Put {
+                key: b"c",
+                raw_len: 9,
+                stored_len: 9,
+            },
+        ]);
+        assert_eq!(check_header(&bytes), Ok(()));
+        let r = replay(&bytes);
+        assert_eq!(r.torn_tail, None);
+        assert_eq!(r.records, 5);
+        assert_eq!(r.valid_len, bytes.len() as u64);
+        assert_eq!(r.entries.len(), 2);
+        assert_eq!(
+            r.entries[&b"c"[..]],
+            PutSizes {
+                raw_len: 9,
+                stored_len: 9
+            }
+        );
+        assert_eq!(r.unflushed, HashSet::from([b"c".to_vec()]));
+        assert_eq!(r.last_commit_ms, Some(5));
+    }
+
+    #[test]
+    fn replay_stops_cleanly_at_any_torn_tail() {
+        let full = log(&[
+            Record::Put {
+                key: b"a",
+                raw_len: 1,
+                stored_len: 1,
+            },
+            Record::Put {
+                key: b"b",
+                raw_len: 1,
+                stored_len: 1,
+            },
+        ]);
+        let first_end = {
+            let mut one = header_bytes().to_vec();
+            Record::Put {
+                key: b"a",
+                raw_len: 1,
+                stored_len: 1,
+            }
+            .encode(&mut one);
+            one.len()
+        };
+        for cut in HEADER_LEN..full.len() {
+            let r = replay(&full[..cut]);
+            let expect = if cut >= first_end { 1 } else { 0 };
+            assert_eq!(r.entries.len(), expect, "cut {cut}");
+            assert_eq!(r.torn_tail.is_some(), cut != first_end && cut != HEADER_LEN);
+            assert!(r.valid_len as usize <= cut);
+        }
+        let mut flipped = full.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(replay(&flipped).entries.len(), 1);
+    }
+
+    #[test]
+    fn foreign_and_future_headers_are_told_apart() {
+        assert_eq!(check_header(b"nonsense-nonsense"), Err(None));
+        let mut future = header_bytes();
+        future[8] = 9;
+        assert_eq!(check_header(&future), Err(Some(9)));
+    }
+
+    #[test]
+    fn append_and_rewrite_round_trip_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".keys");
+        let sizes = PutSizes {
+            raw_len: 4,
+            stored_len: 4,
+        };
+        let mut log = IndexLog::rewrite(&path, [(&b"k1"[..], sizes)].into_iter(), true).unwrap();
+        log.append(&Record::Remove { key: b"k1" }).unwrap();
+        log.append(&Record::Put {
+            key: b"k2",
+            raw_len: 4,
+            stored_len: 4,
+        })
+        .unwrap();
+        log.sync().unwrap();
+        assert_eq!(log.records(), 4);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, log.len_bytes());
+        let r = replay(&bytes);
+        assert_eq!(r.entries.keys().collect::<Vec<_>>(), vec![&b"k2".to_vec()]);
+        // A torn tail is cut off when the log is reopened for appending.
+        let mut torn = bytes.clone();
+        torn.extend_from_slice(&[1, 2, 3]);
+        std::fs::write(&path, &torn).unwrap();
+        let r = replay(&torn);
+        assert!(r.torn_tail.is_some());
+        IndexLog::open_append(&path, r.valid_len, r.records).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+}

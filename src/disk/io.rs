@@ -1,0 +1,144 @@
+//! Small file helpers that attach paths to every error.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Writes `parts` to `tmp`, optionally fsyncs it, and renames it to `dest`. A crash leaves
+/// either the old `dest` or the new one, never a partial file under the final name.
+pub(crate) fn write_then_rename(
+    tmp: &Path,
+    dest: &Path,
+    parts: &[&[u8]],
+    sync: bool,
+) -> Result<()> {
+    let result = (|| {
+        let mut file = File::create(tmp).map_err(|e| Error::io(tmp, "create file", e))?;
+        for part in parts {
+            file.write_all(part)
+                .map_err(|e| Error::io(tmp, "write file", e))?;
+        }
+        if sync {
+            file.sync_all()
+                .map_err(|e| Error::io(tmp, "fsync file", e))?;
+        }
+        fs::rename(tmp, dest).map_err(|e| Error::io(dest, "rename file into place", e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
+}
+
+/// Fsyncs a file that was written and closed earlier.
+pub(crate) fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, "fsync file", e))
+}
+
+/// Fsyncs a directory so that names created or removed in it are durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, "fsync directory", e))
+}
+
+/// Creates `path` and its parents if absent.
+pub(crate) fn create_dir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|e| Error::io(path, "create directory", e))
+}
+
+/// Removes a file; a file that is already gone is not an error.
+pub(crate) fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, "remove file", e)),
+    }
+}
+
+/// Little-endian field readers over a byte slice that never panic: each returns `None` when the
+/// slice is too short.
+pub(crate) struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Cursor { bytes, pos: 0 }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let out = self.bytes.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
+    }
+
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    pub(crate) fn u16(&mut self) -> Option<u16> {
+        self.take(2)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_le_bytes)
+    }
+
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    }
+
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+}
+
+/// The 64-bit checksum used for every record and payload.
+pub(crate) fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_returns_none_past_the_end() {
+        let mut c = Cursor::new(&[1, 0, 2]);
+        assert_eq!(c.u16(), Some(1));
+        assert_eq!(c.u16(), None);
+        assert_eq!(c.u8(), Some(2));
+        assert_eq!(c.take(usize::MAX), None);
+        assert_eq!(c.remaining(), 0);
+    }
+
+    #[test]
+    fn write_then_rename_replaces_atomically_and_cleans_up_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let tmp = dir.path().join("f.tmp");
+        write_then_rename(&tmp, &dest, &[b"ab", b"cd"], true).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"abcd");
+        assert!(!tmp.exists());
+        let bad_tmp = dir.path().join("missing-dir").join("f.tmp");
+        assert!(write_then_rename(&bad_tmp, &dest, &[b"x"], false).is_err());
+        assert_eq!(fs::read(&dest).unwrap(), b"abcd");
+    }
+}

@@ -1,0 +1,143 @@
+//! Where each file of a chest lives, and the key digest that names value files.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The lock file, held exclusively by a writer and shared by read-only handles.
+pub(crate) const LOCK_FILE: &str = "lock";
+/// The metadata file: format version, codec, key and value type names.
+pub(crate) const META_FILE: &str = "meta";
+/// The index log.
+pub(crate) const INDEX_FILE: &str = ".keys";
+/// The directory holding value files, fanned out by the first byte of the digest.
+pub(crate) const VALUES_DIR: &str = "values";
+/// Suffix of a complete value file.
+pub(crate) const VALUE_SUFFIX: &str = ".val";
+/// Suffix of a file being written; never read, removed on open.
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+/// The 128-bit xxh3 digest of a key's encoded bytes. Value files are named by it, never by the
+/// key's text, so no key can make a file appear outside the chest's directory and keys whose
+/// text looks alike (`1` and `"1"`) never share a file. It prints as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyDigest(u128);
+
+impl KeyDigest {
+    /// The digest of an encoded key.
+    pub fn of(key_bytes: &[u8]) -> Self {
+        KeyDigest(xxhash_rust::xxh3::xxh3_128(key_bytes))
+    }
+
+    /// Parses 32 lowercase hex digits, as in a value file's name.
+    pub(crate) fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 32
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        u128::from_str_radix(s, 16).ok().map(KeyDigest)
+    }
+
+    /// The fan-out directory of this digest: its first byte.
+    pub(crate) fn fan_out_index(self) -> usize {
+        (self.0 >> 120) as usize
+    }
+
+    /// The fan-out directory name: the digest's first byte in hex.
+    fn fan_out(self) -> String {
+        format!("{:02x}", self.fan_out_index())
+    }
+}
+
+impl fmt::Display for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyDigest({self})")
+    }
+}
+
+/// The paths of one chest directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn new(root: &Path) -> Self {
+        Layout {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn lock(&self) -> PathBuf {
+        self.root.join(LOCK_FILE)
+    }
+
+    pub(crate) fn meta(&self) -> PathBuf {
+        self.root.join(META_FILE)
+    }
+
+    pub(crate) fn index(&self) -> PathBuf {
+        self.root.join(INDEX_FILE)
+    }
+
+    pub(crate) fn values(&self) -> PathBuf {
+        self.root.join(VALUES_DIR)
+    }
+
+    /// The directory a value file lives in.
+    pub(crate) fn value_dir(&self, digest: KeyDigest) -> PathBuf {
+        self.values().join(digest.fan_out())
+    }
+
+    /// The path of the value file for `digest`.
+    pub(crate) fn value_file(&self, digest: KeyDigest) -> PathBuf {
+        self.value_dir(digest)
+            .join(format!("{digest}{VALUE_SUFFIX}"))
+    }
+
+    /// The temporary path a value file is written under before its rename.
+    pub(crate) fn value_tmp(&self, digest: KeyDigest) -> PathBuf {
+        self.value_dir(digest).join(format!("{digest}{TMP_SUFFIX}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_paths_stay_inside_the_root_whatever_the_key() {
+        let layout = Layout::new(Path::new("/chest"));
+        for key in [&b"../x"[..], b"/etc/passwd", b"", b"\0", &[0xff; 10_000]] {
+            let digest = KeyDigest::of(key);
+            let path = layout.value_file(digest);
+            assert!(path.starts_with("/chest/values/"), "{}", path.display());
+            assert_eq!(path.components().count(), 5, "{}", path.display());
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert_eq!(
+                KeyDigest::from_hex(name.strip_suffix(VALUE_SUFFIX).unwrap()),
+                Some(digest)
+            );
+        }
+    }
+
+    #[test]
+    fn digests_differ_for_different_bytes_and_hex_parsing_is_strict() {
+        assert_ne!(KeyDigest::of(b"1"), KeyDigest::of(b"01"));
+        assert_eq!(KeyDigest::from_hex("zz"), None);
+        assert_eq!(KeyDigest::from_hex(&"A".repeat(32)), None);
+        assert!(KeyDigest::from_hex(&"a".repeat(32)).is_some());
+    }
+}

@@ -1,0 +1,208 @@
+//! The in-memory tier: every entry, the bytes held in memory, and the eviction order.
+//!
+//! All changes go through [`MemoryTier::put`], [`MemoryTier::remove`] and
+//! [`MemoryTier::demote`], which keep two invariants: `memory_bytes` is the sum of the weights of
+//! `Held::Memory` entries, and the eviction order holds exactly their keys.
+
+mod entry;
+mod order;
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+pub(crate) use entry::{DiskCopy, Entry, Held};
+use order::EvictionOrder;
+pub use order::Policy;
+
+/// Entries by key, with the accounting of what memory holds.
+#[derive(Debug)]
+pub(crate) struct MemoryTier<K: Hash + Eq, V> {
+    entries: HashMap<K, Entry<V>>,
+    order: EvictionOrder<K>,
+    memory_bytes: u64,
+    budget_bytes: u64,
+    /// Entries whose current value has a disk copy.
+    on_disk: u64,
+}
+
+impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
+    pub(crate) fn new(policy: Policy, budget_bytes: u64) -> Self {
+        MemoryTier {
+            entries: HashMap::new(),
+            order: EvictionOrder::new(policy),
+            memory_bytes: 0,
+            budget_bytes,
+            on_disk: 0,
+        }
+    }
+
+    pub(crate) fn entry(&self, key: &K) -> Option<&Entry<V>> {
+        self.entries.get(key)
+    }
+
+    /// Sets `key`'s entry, returning the one it replaces.
+    pub(crate) fn put(&mut self, key: K, entry: Entry<V>) -> Option<Entry<V>> {
+        let old = self.remove(&key);
+        if let Held::Memory { weight, .. } = entry.held {
+            self.memory_bytes += weight;
+            self.order.admit(key.clone(), weight);
+        }
+        if entry.disk_is_current() {
+            self.on_disk += 1;
+        }
+        self.entries.insert(key, entry);
+        old
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) -> Option<Entry<V>> {
+        let old = self.entries.remove(key)?;
+        if let Held::Memory { weight, .. } = old.held {
+            self.memory_bytes -= weight;
+            self.order.remove(key);
+        }
+        if old.disk_is_current() {
+            self.on_disk -= 1;
+        }
+        Some(old)
+    }
+
+    /// Records a use of `key`.
+    pub(crate) fn touch(&mut self, key: &K) {
+        if let Some(Entry {
+            held: Held::Memory { weight, .. },
+            ..
+        }) = self.entries.get(key)
+        {
+            self.order.touch(key, *weight);
+        }
+    }
+
+    /// Records that `key`'s current value now has the disk copy `sizes`.
+    pub(crate) fn set_disk_current(&mut self, key: &K, sizes: crate::disk::PutSizes) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            if !entry.disk_is_current() {
+                self.on_disk += 1;
+            }
+            entry.disk = Some(DiskCopy {
+                sizes,
+                current: true,
+            });
+        }
+    }
+
+    /// Drops `key`'s value from memory, keeping a weak reference. Its disk copy must be
+    /// current.
+    pub(crate) fn demote(&mut self, key: &K) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        debug_assert!(
+            entry.disk_is_current(),
+            "demoting a value with no current disk copy"
+        );
+        if let Held::Memory { value, weight } = &entry.held {
+            self.memory_bytes -= *weight;
+            entry.held = Held::Disk {
+                weak: Arc::downgrade(value),
+            };
+            self.order.remove(key);
+        }
+    }
+
+    /// The key whose value should leave memory next.
+    pub(crate) fn next_victim(&self) -> Option<&K> {
+        self.order.peek()
+    }
+
+    /// The weight of `key` if its value is in memory.
+    pub(crate) fn memory_weight(&self, key: &K) -> Option<u64> {
+        match self.entries.get(key)?.held {
+            Held::Memory { weight, .. } => Some(weight),
+            Held::Disk { .. } => None,
+        }
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
+        self.entries.keys()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &Entry<V>)> {
+        self.entries.iter()
+    }
+
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn in_memory(&self) -> usize {
+        self.order.len()
+    }
+
+    pub(crate) fn on_disk(&self) -> u64 {
+        self.on_disk
+    }
+
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.memory_bytes
+    }
+
+    pub(crate) fn budget_bytes(&self) -> u64 {
+        self.budget_bytes
+    }
+
+    pub(crate) fn policy(&self) -> Policy {
+        self.order.policy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::PutSizes;
+
+    fn hot(v: u32, weight: u64) -> Entry<u32> {
+        Entry {
+            held: Held::Memory {
+                value: Arc::new(v),
+                weight,
+            },
+            disk: None,
+        }
+    }
+
+    #[test]
+    fn accounting_follows_every_transition() {
+        let mut m = MemoryTier::new(Policy::Lru, 100);
+        m.put("a", hot(1, 10));
+        m.put("b", hot(2, 20));
+        assert_eq!((m.memory_bytes(), m.in_memory()), (30, 2));
+        m.put("a", hot(3, 5));
+        assert_eq!(m.memory_bytes(), 25);
+        let sizes = PutSizes {
+            raw_len: 20,
+            stored_len: 20,
+        };
+        m.set_disk_current(&"b", sizes);
+        assert_eq!(m.on_disk(), 1);
+        let kept = m.entry(&"b").unwrap().live_value().unwrap();
+        m.demote(&"b");
+        assert_eq!((m.memory_bytes(), m.in_memory(), m.len()), (5, 1, 2));
+        assert!(Arc::ptr_eq(
+            &m.entry(&"b").unwrap().live_value().unwrap(),
+            &kept
+        ));
+        drop(kept);
+        assert!(m.entry(&"b").unwrap().live_value().is_none());
+        m.remove(&"b");
+        m.remove(&"a");
+        assert_eq!(
+            (m.memory_bytes(), m.in_memory(), m.len(), m.on_disk()),
+            (0, 0, 0, 0)
+        );
+    }
+}

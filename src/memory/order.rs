@@ -1,0 +1,106 @@
+//! The order in which values leave memory.
+
+use std::hash::Hash;
+
+use priority_queue::PriorityQueue;
+
+/// Which values leave memory first when the budget is exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Policy {
+    /// The least recently used value leaves first. `insert`, `get` and `update` all count as a
+    /// use.
+    #[default]
+    Lru,
+    /// The heaviest value leaves first, so many small values stay in memory.
+    Largest,
+}
+
+/// A priority queue over the keys of in-memory values; the top is the next victim.
+#[derive(Debug)]
+pub(crate) struct EvictionOrder<K: Hash + Eq> {
+    policy: Policy,
+    queue: PriorityQueue<K, u64>,
+    tick: u64,
+}
+
+impl<K: Hash + Eq> EvictionOrder<K> {
+    pub(crate) fn new(policy: Policy) -> Self {
+        EvictionOrder {
+            policy,
+            queue: PriorityQueue::new(),
+            tick: 0,
+        }
+    }
+
+    fn priority(&mut self, weight: u64) -> u64 {
+        match self.policy {
+            Policy::Lru => {
+                self.tick += 1;
+                u64::MAX - self.tick
+            }
+            Policy::Largest => weight,
+        }
+    }
+
+    /// Adds a key (or updates its place) as just used, with its weight.
+    pub(crate) fn admit(&mut self, key: K, weight: u64) {
+        let priority = self.priority(weight);
+        self.queue.push(key, priority);
+    }
+
+    /// Marks a key as just used.
+    pub(crate) fn touch(&mut self, key: &K, weight: u64) {
+        if self.policy == Policy::Lru {
+            let priority = self.priority(weight);
+            self.queue.change_priority(key, priority);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) {
+        self.queue.remove(key);
+    }
+
+    /// The next key to leave memory, and its priority under the policy.
+    pub(crate) fn peek(&self) -> Option<&K> {
+        self.queue.peek().map(|(k, _)| k)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub(crate) fn policy(&self) -> Policy {
+        self.policy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_names_the_least_recently_used() {
+        let mut o = EvictionOrder::new(Policy::Lru);
+        o.admit("a", 1);
+        o.admit("b", 100);
+        o.admit("c", 1);
+        assert_eq!(o.peek(), Some(&"a"));
+        o.touch(&"a", 1);
+        assert_eq!(o.peek(), Some(&"b"));
+        o.remove(&"b");
+        assert_eq!(o.peek(), Some(&"c"));
+        assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn largest_names_the_heaviest_and_ignores_use() {
+        let mut o = EvictionOrder::new(Policy::Largest);
+        o.admit("small", 1);
+        o.admit("big", 100);
+        o.touch(&"big", 100);
+        assert_eq!(o.peek(), Some(&"big"));
+        o.admit("big", 0);
+        assert_eq!(o.peek(), Some(&"small"));
+    }
+}

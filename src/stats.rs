@@ -1,0 +1,41 @@
+//! What a chest is doing, as numbers.
+
+/// A snapshot of a chest's counters, from [`Chest::stats`](crate::Chest::stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Entries in the chest.
+    pub entries: u64,
+    /// Entries whose value is held in memory (some of them also have a disk copy).
+    pub in_memory: u64,
+    /// Entries whose current value has a copy on disk (some of them are also in memory).
+    pub on_disk: u64,
+    /// Sum of the weights of the values held in memory. At most `budget_bytes` after every
+    /// operation unless a spill failed.
+    pub memory_bytes: u64,
+    /// The memory budget in bytes.
+    pub budget_bytes: u64,
+    /// Bytes of value files on disk (headers, keys and payloads).
+    pub disk_bytes: u64,
+    /// Bytes of the index log.
+    pub index_bytes: u64,
+    /// Value files on disk.
+    pub files: u64,
+    /// Values written to disk (by eviction, oversize inserts, or flush).
+    pub spills: u64,
+    /// Encoded bytes of the values written to disk.
+    pub spill_bytes: u64,
+    /// Values read back from disk and decoded.
+    pub loads: u64,
+    /// Encoded bytes of the values read back.
+    pub load_bytes: u64,
+    /// Gets answered from a value held in memory.
+    pub memory_hits: u64,
+    /// Gets answered from a spilled value that a caller still held (no decode).
+    pub shared_hits: u64,
+    /// Spills that failed; the values stayed in memory and the error was returned.
+    pub failed_spills: u64,
+    /// Entries found damaged or missing on open and discarded, plus files adopted, in the
+    /// reconciliation that opening does after a crash.
+    pub mended_on_open: u64,
+}
