@@ -1,0 +1,481 @@
+//! Behaviour tests of the core chest through its public API (and, for damage, its files).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use spillchest::{Chest, Compression, Error, Policy};
+
+fn value_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(fans) = fs::read_dir(root.join("values")) else {
+        return out;
+    };
+    for fan in fans {
+        for file in fs::read_dir(fan.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "val") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Every file under `root`, recursively.
+fn all_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn awkward_keys_are_distinct_stay_inside_and_survive_reopen() {
+    let outer = tempfile::tempdir().unwrap();
+    let path = outer.path().join("keys.chest");
+    let keys: Vec<String> = vec![
+        "1".into(),
+        "01".into(),
+        "1.0".into(),
+        String::new(),
+        "../x".into(),
+        "/etc/passwd".into(),
+        "k".repeat(10_000),
+        "nul\0byte".into(),
+    ];
+    {
+        // A budget of zero sends every value to disk.
+        let chest: Chest<String, String> = Chest::builder().path(&path).budget(0).open().unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            chest.insert(k.clone(), format!("value {i}")).unwrap();
+        }
+        assert_eq!(chest.len(), keys.len());
+        assert_eq!(chest.stats().files, keys.len() as u64);
+        chest.close().unwrap();
+    }
+    // Nothing was written outside the chest's directory.
+    let outside: Vec<_> = fs::read_dir(outer.path()).unwrap().collect();
+    assert_eq!(outside.len(), 1);
+    for file in all_files(&path) {
+        assert!(file.starts_with(&path), "{}", file.display());
+    }
+    let chest: Chest<String, String> = Chest::open(&path).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(
+            chest.get(k).unwrap().as_deref(),
+            Some(&format!("value {i}"))
+        );
+    }
+    assert!(!chest.contains_key(&"x".to_string()));
+}
+
+#[test]
+fn a_value_heavier_than_the_budget_goes_straight_to_disk_and_is_not_kept() {
+    let chest: Chest<u32, Vec<u8>> = Chest::with_budget(1000).unwrap();
+    chest.insert(1, vec![7; 100]).unwrap();
+    chest.insert(2, vec![9; 5000]).unwrap();
+    let s = chest.stats();
+    assert_eq!((s.in_memory, s.on_disk, s.spills), (1, 1, 1));
+    let big = chest.get(&2).unwrap().unwrap();
+    assert_eq!(*big, vec![9; 5000]);
+    let s = chest.stats();
+    assert_eq!(s.in_memory, 1, "the big value must not be kept in memory");
+    assert!(s.memory_bytes <= 1000);
+    drop(big);
+    assert_eq!(*chest.get(&1).unwrap().unwrap(), vec![7; 100]);
+}
+
+#[test]
+fn a_spilled_value_still_held_by_a_caller_comes_back_as_the_same_arc() {
+    let chest: Chest<u32, Vec<u8>> = Chest::with_budget(300).unwrap();
+    chest.insert(1, vec![1; 200]).unwrap();
+    let held = chest.get(&1).unwrap().unwrap();
+    chest.insert(2, vec![2; 200]).unwrap(); // evicts key 1
+    assert_eq!(chest.stats().spills, 1);
+    let again = chest.get(&1).unwrap().unwrap();
+    assert!(Arc::ptr_eq(&held, &again));
+    let s = chest.stats();
+    assert_eq!((s.loads, s.shared_hits), (0, 1));
+}
+
+#[test]
+fn evicting_an_unchanged_loaded_value_writes_nothing_and_an_overwrite_does() {
+    let chest: Chest<u32, Vec<u8>> = Chest::with_budget(300).unwrap();
+    chest.insert(1, vec![1; 200]).unwrap();
+    chest.insert(2, vec![2; 200]).unwrap(); // spills 1
+    assert_eq!(chest.stats().spills, 1);
+    chest.get(&1).unwrap(); // loads 1, spills 2
+    assert_eq!((chest.stats().loads, chest.stats().spills), (1, 2));
+    chest.get(&2).unwrap(); // loads 2, evicts 1 without writing it
+    assert_eq!((chest.stats().loads, chest.stats().spills), (2, 2));
+    chest.insert(2, vec![3; 200]).unwrap(); // makes 2's disk copy stale
+    chest.get(&1).unwrap(); // evicts 2, which must be written again
+    assert_eq!(chest.stats().spills, 3);
+    assert_eq!(*chest.get(&2).unwrap().unwrap(), vec![3; 200]);
+}
+
+#[test]
+fn lru_keeps_what_was_read_and_largest_evicts_the_biggest() {
+    let lru: Chest<u32, Vec<u8>> = Chest::builder()
+        .budget(700)
+        .policy(Policy::Lru)
+        .open()
+        .unwrap();
+    for k in 0..3 {
+        lru.insert(k, vec![k as u8; 200]).unwrap();
+    }
+    lru.get(&0).unwrap(); // 0 is now the most recently used
+    lru.insert(3, vec![3; 200]).unwrap(); // evicts 1, the coldest
+    let loads = lru.stats().loads;
+    lru.get(&0).unwrap();
+    assert_eq!(lru.stats().loads, loads, "key 0 should still be in memory");
+    lru.get(&1).unwrap();
+    assert_eq!(
+        lru.stats().loads,
+        loads + 1,
+        "key 1 should have been evicted"
+    );
+
+    let largest: Chest<u32, Vec<u8>> = Chest::builder()
+        .budget(700)
+        .policy(Policy::Largest)
+        .open()
+        .unwrap();
+    largest.insert(0, vec![0; 400]).unwrap();
+    largest.insert(1, vec![1; 100]).unwrap();
+    largest.insert(2, vec![2; 100]).unwrap();
+    largest.insert(3, vec![3; 150]).unwrap(); // over budget: the 400-byte value leaves
+    let s = largest.stats();
+    assert_eq!((s.in_memory, s.on_disk), (3, 1));
+    largest.get(&1).unwrap();
+    assert_eq!(largest.stats().loads, 0);
+}
+
+#[test]
+fn updates_work_in_memory_and_on_disk_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upd.chest");
+    {
+        let chest: Chest<u32, Vec<f64>> = Chest::builder().path(&path).budget(4096).open().unwrap();
+        for k in 0..20 {
+            chest.insert(k, vec![k as f64; 100]).unwrap();
+        }
+        assert!(chest.stats().on_disk >= 15);
+        for k in 0..20 {
+            assert!(chest.update(&k, |v| v.push(-1.0)).unwrap());
+        }
+        assert!(!chest.update(&99, |v| v.push(0.0)).unwrap());
+        let held = chest.get(&3).unwrap().unwrap();
+        chest.update(&3, |v| v.push(-2.0)).unwrap();
+        assert_eq!(held.len(), 101, "a caller's Arc keeps the old value");
+        chest.close().unwrap();
+    }
+    let chest: Chest<u32, Vec<f64>> = Chest::open(&path).unwrap();
+    for k in 0..20 {
+        let v = chest.get(&k).unwrap().unwrap();
+        let extra = if k == 3 { 2 } else { 1 };
+        assert_eq!(v.len(), 100 + extra, "key {k}");
+        assert_eq!(v[100], -1.0);
+    }
+}
+
+/// A value whose `Serialize` fails when asked to.
+#[derive(Debug, PartialEq, Deserialize)]
+struct Fragile {
+    fail: bool,
+    data: Vec<u8>,
+}
+
+impl Serialize for Fragile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.fail {
+            return Err(serde::ser::Error::custom(
+                "this value refuses to be encoded",
+            ));
+        }
+        #[derive(Serialize)]
+        struct Plain<'a> {
+            fail: bool,
+            data: &'a [u8],
+        }
+        Plain {
+            fail: false,
+            data: &self.data,
+        }
+        .serialize(s)
+    }
+}
+
+#[test]
+fn a_value_that_fails_to_serialize_is_refused_and_changes_nothing() {
+    let chest: Chest<u32, Fragile> = Chest::with_budget(1 << 20).unwrap();
+    chest
+        .insert(
+            1,
+            Fragile {
+                fail: false,
+                data: vec![1; 10],
+            },
+        )
+        .unwrap();
+    let err = chest
+        .insert(
+            1,
+            Fragile {
+                fail: true,
+                data: vec![],
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Encode { .. }), "{err}");
+    assert!(err.to_string().contains("refuses"), "{err}");
+    assert_eq!(chest.get(&1).unwrap().unwrap().data, vec![1; 10]);
+    assert_eq!(chest.len(), 1);
+}
+
+#[test]
+fn with_a_weigher_an_unencodable_value_is_reported_at_spill_and_stays_in_memory() {
+    let chest: Chest<u32, Fragile> = Chest::builder()
+        .budget(100)
+        .weigher(|v: &Fragile| 60 + v.data.len() as u64)
+        .open()
+        .unwrap();
+    chest
+        .insert(
+            1,
+            Fragile {
+                fail: true,
+                data: vec![],
+            },
+        )
+        .unwrap();
+    // Making room for key 2 needs key 1 to spill, which cannot be encoded.
+    let err = chest
+        .insert(
+            2,
+            Fragile {
+                fail: false,
+                data: vec![2; 5],
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Encode { .. }), "{err}");
+    let s = chest.stats();
+    assert_eq!((s.entries, s.failed_spills), (1, 1));
+    assert!(s.memory_bytes <= s.budget_bytes);
+    assert!(chest.get(&1).unwrap().unwrap().fail);
+    // Once the bad value is gone, the same insert succeeds.
+    assert!(chest.remove(&1).unwrap());
+    chest
+        .insert(
+            2,
+            Fragile {
+                fail: false,
+                data: vec![2; 5],
+            },
+        )
+        .unwrap();
+    assert_eq!(chest.get(&2).unwrap().unwrap().data, vec![2; 5]);
+}
+
+#[test]
+fn a_flipped_byte_in_a_value_file_is_an_error_for_that_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flip.chest");
+    let chest: Chest<u32, Vec<u8>> = Chest::builder().path(&path).budget(0).open().unwrap();
+    for k in 0..10 {
+        chest.insert(k, vec![k as u8; 1000]).unwrap();
+    }
+    chest.close().unwrap();
+    let files = value_files(&path);
+    assert_eq!(files.len(), 10);
+    let victim = &files[4];
+    let mut bytes = fs::read(victim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    fs::write(victim, &bytes).unwrap();
+
+    let chest: Chest<u32, Vec<u8>> = Chest::open(&path).unwrap();
+    let mut damaged = 0;
+    for k in 0..10 {
+        match chest.get(&k) {
+            Ok(v) => assert_eq!(*v.unwrap(), vec![k as u8; 1000]),
+            Err(Error::Corrupt { path: p, reason }) => {
+                assert_eq!(&p, victim);
+                assert!(reason.contains("checksum"), "{reason}");
+                damaged += 1;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(damaged, 1);
+}
+
+#[test]
+fn opening_with_other_types_or_an_unknown_format_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typed.chest");
+    Chest::<u64, String>::open(&path).unwrap().close().unwrap();
+    let err = Chest::<u64, Vec<u8>>::open(&path).unwrap_err();
+    assert!(matches!(err, Error::TypeMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("Vec<u8>"), "{err}");
+    let err = Chest::<String, String>::open(&path).unwrap_err();
+    assert!(matches!(err, Error::TypeMismatch { .. }), "{err}");
+    // The right types still open.
+    Chest::<u64, String>::open(&path).unwrap().close().unwrap();
+
+    let meta = path.join("meta");
+    let mut bytes = fs::read(&meta).unwrap();
+    bytes[8] = 99;
+    fs::write(&meta, &bytes).unwrap();
+    let err = Chest::<u64, String>::open(&path).unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedFormat { version: 99, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_directory_that_is_not_a_chest_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let err = Chest::<u64, String>::open(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::NotAChest { .. }), "{err}");
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    let missing = dir.path().join("absent");
+    let err = Chest::<u64, String>::builder()
+        .path(&missing)
+        .read_only()
+        .open()
+        .unwrap_err();
+    assert!(matches!(err, Error::NotAChest { .. }), "{err}");
+}
+
+#[test]
+fn a_second_writer_is_refused_and_read_only_handles_refuse_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("locked.chest");
+    let writer: Chest<u32, u32> = Chest::open(&path).unwrap();
+    writer.insert(1, 10).unwrap();
+    let err = Chest::<u32, u32>::open(&path).unwrap_err();
+    match &err {
+        Error::Locked { path: lock } => assert!(lock.ends_with("lock")),
+        other => panic!("expected Locked, got {other}"),
+    }
+    writer.close().unwrap();
+    let reader: Chest<u32, u32> = Chest::builder().path(&path).read_only().open().unwrap();
+    assert_eq!(reader.get(&1).unwrap().as_deref(), Some(&10));
+    assert!(matches!(reader.insert(2, 2), Err(Error::ReadOnly { .. })));
+    assert!(matches!(reader.remove(&1), Err(Error::ReadOnly { .. })));
+    assert!(matches!(
+        reader.update(&1, |v| *v += 1),
+        Err(Error::ReadOnly { .. })
+    ));
+    reader.flush().unwrap();
+}
+
+#[test]
+fn a_torn_index_tail_and_a_lost_index_are_both_recovered_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("torn.chest");
+    {
+        let chest: Chest<u32, Vec<u8>> = Chest::builder().path(&path).budget(0).open().unwrap();
+        for k in 0..50 {
+            chest.insert(k, vec![k as u8; 64]).unwrap();
+        }
+        chest.remove(&7).unwrap();
+        chest.close().unwrap();
+    }
+    let index = path.join(".keys");
+    let mut bytes = fs::read(&index).unwrap();
+    bytes.extend_from_slice(&[0xff, 0, 0, 0, 1, 2, 3]);
+    fs::write(&index, &bytes).unwrap();
+    {
+        let chest: Chest<u32, Vec<u8>> = Chest::open(&path).unwrap();
+        assert_eq!(chest.len(), 49);
+        assert_eq!(*chest.get(&8).unwrap().unwrap(), vec![8; 64]);
+    }
+    fs::remove_file(&index).unwrap();
+    let chest: Chest<u32, Vec<u8>> = Chest::open(&path).unwrap();
+    assert_eq!(chest.len(), 49, "rebuilt from the value files' headers");
+    assert!(!chest.contains_key(&7));
+    for k in (0..50).filter(|k| *k != 7) {
+        assert_eq!(*chest.get(&k).unwrap().unwrap(), vec![k as u8; 64]);
+    }
+    assert!(chest.stats().mended_on_open >= 49);
+}
+
+#[test]
+fn compression_shrinks_compressible_values_and_round_trips() {
+    let plain: Chest<u32, Vec<u8>> = Chest::with_budget(0).unwrap();
+    let packed: Chest<u32, Vec<u8>> = Chest::builder()
+        .budget(0)
+        .compression(Compression::Lz4)
+        .open()
+        .unwrap();
+    for k in 0..10 {
+        plain.insert(k, vec![k as u8; 50_000]).unwrap();
+        packed.insert(k, vec![k as u8; 50_000]).unwrap();
+    }
+    assert!(packed.stats().disk_bytes * 10 < plain.stats().disk_bytes);
+    for k in 0..10 {
+        assert_eq!(*packed.get(&k).unwrap().unwrap(), vec![k as u8; 50_000]);
+    }
+}
+
+#[test]
+fn a_temporary_chest_removes_its_directory_on_drop() {
+    let chest: Chest<u32, Vec<u8>> = Chest::with_budget(10).unwrap();
+    chest.insert(1, vec![0; 100]).unwrap();
+    let path = chest.path().to_path_buf();
+    assert!(path.join("values").is_dir());
+    drop(chest);
+    assert!(!path.exists());
+}
+
+#[test]
+fn threads_share_one_chest() {
+    let chest: Arc<Chest<(u32, u32), Vec<u32>>> = Arc::new(Chest::with_budget(20_000).unwrap());
+    let handles: Vec<_> = (0..4u32)
+        .map(|t| {
+            let chest = Arc::clone(&chest);
+            std::thread::spawn(move || {
+                for i in 0..300u32 {
+                    chest.insert((t, i), vec![t * 1000 + i; 50]).unwrap();
+                    if i % 3 == 0 {
+                        chest.update(&(t, i), |v| v.push(7)).unwrap();
+                    }
+                    if i % 5 == 0 {
+                        let back = chest.get(&(t, i / 2)).unwrap().unwrap();
+                        assert_eq!(back[0], t * 1000 + i / 2);
+                    }
+                    let s = chest.stats();
+                    assert!(s.memory_bytes <= s.budget_bytes);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(chest.len(), 1200);
+    for t in 0..4u32 {
+        for i in 0..300u32 {
+            let v = chest.get(&(t, i)).unwrap().unwrap();
+            assert_eq!(v.len(), if i % 3 == 0 { 51 } else { 50 });
+            assert_eq!(v[0], t * 1000 + i);
+        }
+    }
+    assert!(chest.stats().on_disk > 0);
+}
