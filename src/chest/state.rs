@@ -499,8 +499,7 @@ where
                     puts.push((self.encode_key(key)?, copy.sizes));
                 }
             }
-            self.disk
-                .sync(Some(Box::new(puts.iter().map(|(k, s)| (&k[..], *s)))))
+            self.disk.sync(Some(&puts))
         } else {
             self.disk.sync(None)
         }

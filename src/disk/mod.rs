@@ -490,10 +490,7 @@ impl DiskTier {
     /// Makes every file written so far durable: value files, their directories, then a Commit
     /// record in the fsynced index. With `rewrite`, the index is replaced by one Put per entry
     /// in it (every file the chest has) instead.
-    pub(crate) fn sync<'a>(
-        &mut self,
-        rewrite: Option<Box<dyn Iterator<Item = (&'a [u8], PutSizes)> + 'a>>,
-    ) -> Result<()> {
+    pub(crate) fn sync(&mut self, rewrite: Option<&[(Vec<u8>, PutSizes)]>) -> Result<()> {
         if self.mode != DiskMode::Persistent {
             return Ok(());
         }
@@ -505,6 +502,7 @@ impl DiskTier {
         let index_path = self.layout.index();
         match rewrite {
             Some(puts) => {
+                let puts = puts.iter().map(|(key, sizes)| (&key[..], *sizes));
                 self.index = Some(IndexLog::rewrite(&index_path, puts, true)?);
                 io::sync_dir(self.layout.root())?;
             }
