@@ -88,6 +88,7 @@
 //!           ├─ IndexLog      disk/index_log.rs `.keys`: append-only checksummed records
 //!           ├─ value files   disk/value_file.rs `values/xx/<digest>.val`: header, key, payload
 //!           └─ layout, io    disk/layout.rs, disk/io.rs: paths from KeyDigest, atomic writes
+//!  format                    format.rs         public checks of each file format (fuzz targets)
 //! ```
 //!
 //! A value's *weight* is its encoded size (or what a user [`ChestBuilder::weigher`] says).
@@ -101,6 +102,7 @@ mod chest;
 mod codec;
 mod disk;
 mod error;
+pub mod format;
 mod memory;
 mod stats;
 

@@ -479,3 +479,31 @@ fn threads_share_one_chest() {
     }
     assert!(chest.stats().on_disk > 0);
 }
+
+#[test]
+fn a_bloated_index_is_rewritten_by_flush_and_still_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bloat.chest");
+    let chest: Chest<u32, u32> = Chest::builder().path(&path).budget(0).open().unwrap();
+    for k in 0..100 {
+        chest.insert(k, 0).unwrap();
+    }
+    chest.flush().unwrap();
+    let small = chest.stats().index_bytes;
+    for round in 1..=20 {
+        for k in 0..100 {
+            chest.insert(k, round).unwrap();
+        }
+    }
+    let bloated = chest.stats().index_bytes;
+    assert!(bloated > 15 * small, "{bloated} vs {small}");
+    chest.flush().unwrap();
+    let rewritten = chest.stats().index_bytes;
+    assert!(rewritten < 2 * small, "{rewritten} vs {small}");
+    chest.close().unwrap();
+    let chest: Chest<u32, u32> = Chest::open(&path).unwrap();
+    assert_eq!(chest.len(), 100);
+    for k in 0..100 {
+        assert_eq!(chest.get(&k).unwrap().as_deref(), Some(&20));
+    }
+}

@@ -8,12 +8,12 @@
 //! - a file with no index entry is verified and adopted (a spill whose record was lost);
 //! - `*.tmp` files are deleted (writes that never reached their rename).
 
-mod index_log;
+pub(crate) mod index_log;
 mod io;
 mod layout;
 mod lock;
-mod meta;
-mod value_file;
+pub(crate) mod meta;
+pub(crate) mod value_file;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
