@@ -507,3 +507,26 @@ fn a_bloated_index_is_rewritten_by_flush_and_still_replays() {
         assert_eq!(chest.get(&k).unwrap().as_deref(), Some(&20));
     }
 }
+
+#[test]
+fn dropping_a_persistent_chest_flushes_what_was_only_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("drop.chest");
+    {
+        let chest: Chest<u32, String> = Chest::open(&path).unwrap();
+        chest.insert(1, "kept".into()).unwrap();
+        assert_eq!(chest.stats().on_disk, 0);
+    }
+    let chest: Chest<u32, String> = Chest::open(&path).unwrap();
+    assert_eq!(
+        chest.get(&1).unwrap().as_deref().map(String::as_str),
+        Some("kept")
+    );
+}
+
+#[test]
+fn chest_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Chest<String, Vec<f64>>>();
+    assert_send_sync::<Chest<u64, Vec<u8>, spillchest::Bincode>>();
+}

@@ -1,0 +1,100 @@
+//! A real full disk: a small tmpfs mounted for the test (needs root; skipped with a message
+//! otherwise). Filling it must give an error that says the disk is full, lose nothing stored
+//! before, and leave a chest that works again once space is freed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use spillchest::{Chest, Error};
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct SmallDisk {
+    mount: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mount = dir.path().join("disk");
+        std::fs::create_dir(&mount).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed (not root, or no permission): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(SmallDisk { mount, _dir: dir })
+    }
+
+    fn path(&self) -> &Path {
+        &self.mount
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_reported_loses_nothing_and_recovers_when_space_is_freed() {
+    let disk = match SmallDisk::mount("1m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let path = disk.path().join("full.chest");
+    let chest: Chest<u32, Vec<u8>> = Chest::builder()
+        .path(&path)
+        .budget(64 << 10)
+        .open()
+        .unwrap();
+    let value = |k: u32| -> Vec<u8> { (0..32_000u32).map(|i| (i ^ k) as u8).collect() };
+    let mut stored = Vec::new();
+    let mut failure = None;
+    for k in 0..200 {
+        match chest.insert(k, value(k)) {
+            Ok(()) => stored.push(k),
+            Err(e) => {
+                failure = Some((k, e));
+                break;
+            }
+        }
+    }
+    let (failed_key, err) = failure.expect("a 1 MiB disk must fill up");
+    assert!(matches!(err, Error::DiskFull { .. }), "{err}");
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert!(
+        !chest.contains_key(&failed_key),
+        "a refused insert changes nothing"
+    );
+    let s = chest.stats();
+    assert!(s.memory_bytes <= s.budget_bytes);
+    for k in &stored {
+        assert_eq!(*chest.get(k).unwrap().unwrap(), value(*k), "key {k}");
+    }
+    // Free space, then the chest works again, including the insert that failed.
+    for k in stored.iter().take(10) {
+        assert!(chest.remove(k).unwrap());
+    }
+    chest.insert(failed_key, value(failed_key)).unwrap();
+    assert_eq!(*chest.get(&failed_key).unwrap().unwrap(), value(failed_key));
+    chest.close().unwrap();
+    let chest: Chest<u32, Vec<u8>> = Chest::open(&path).unwrap();
+    for k in stored.iter().skip(10).chain([&failed_key]) {
+        assert_eq!(
+            *chest.get(k).unwrap().unwrap(),
+            value(*k),
+            "key {k} after reopen"
+        );
+    }
+}
