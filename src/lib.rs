@@ -106,7 +106,9 @@ pub mod format;
 mod memory;
 mod stats;
 
-pub use chest::{Chest, ChestBuilder, DEFAULT_BUDGET_BYTES};
+pub use chest::{
+    Chest, ChestBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SMALL_VALUE_BYTES,
+};
 pub use codec::{Bincode, Codec, CodecError, Compression};
 pub use disk::KeyDigest;
 pub use error::{Error, Result};

@@ -15,12 +15,17 @@ pub struct Stats {
     pub memory_bytes: u64,
     /// The memory budget in bytes.
     pub budget_bytes: u64,
-    /// Bytes of value files on disk (headers, keys and payloads).
+    /// Bytes of value files and segment files on disk.
     pub disk_bytes: u64,
+    /// Bytes of value files and of the segment records some key still refers to. Compaction
+    /// keeps `disk_bytes` under about twice this.
+    pub live_disk_bytes: u64,
     /// Bytes of the index log.
     pub index_bytes: u64,
-    /// Value files on disk.
+    /// Value files on disk (one per large value).
     pub files: u64,
+    /// Segment files on disk (holding the small values).
+    pub segments: u64,
     /// Values written to disk (by eviction, oversize inserts, or flush).
     pub spills: u64,
     /// Encoded bytes of the values written to disk.
@@ -35,6 +40,10 @@ pub struct Stats {
     pub shared_hits: u64,
     /// Spills that failed; the values stayed in memory and the error was returned.
     pub failed_spills: u64,
+    /// Segments rewritten to reclaim the space of overwritten and removed values.
+    pub compactions: u64,
+    /// Compactions that failed after a write (the write itself succeeded; flush retries).
+    pub failed_compactions: u64,
     /// Entries found damaged or missing on open and discarded, plus files adopted, in the
     /// reconciliation that opening does after a crash.
     pub mended_on_open: u64,

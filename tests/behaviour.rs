@@ -55,8 +55,14 @@ fn awkward_keys_are_distinct_stay_inside_and_survive_reopen() {
         "nul\0byte".into(),
     ];
     {
-        // A budget of zero sends every value to disk.
-        let chest: Chest<String, String> = Chest::builder().path(&path).budget(0).open().unwrap();
+        // A budget of zero sends every value to disk, each in a file of its own: the file names
+        // are where a key could try to escape the directory.
+        let chest: Chest<String, String> = Chest::builder()
+            .path(&path)
+            .budget(0)
+            .small_value_bytes(0)
+            .open()
+            .unwrap();
         for (i, k) in keys.iter().enumerate() {
             chest.insert(k.clone(), format!("value {i}")).unwrap();
         }
@@ -293,7 +299,12 @@ fn with_a_weigher_an_unencodable_value_is_reported_at_spill_and_stays_in_memory(
 fn a_flipped_byte_in_a_value_file_is_an_error_for_that_key_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flip.chest");
-    let chest: Chest<u32, Vec<u8>> = Chest::builder().path(&path).budget(0).open().unwrap();
+    let chest: Chest<u32, Vec<u8>> = Chest::builder()
+        .path(&path)
+        .budget(0)
+        .small_value_bytes(0)
+        .open()
+        .unwrap();
     for k in 0..10 {
         chest.insert(k, vec![k as u8; 1000]).unwrap();
     }
@@ -439,7 +450,7 @@ fn a_temporary_chest_removes_its_directory_on_drop() {
     let chest: Chest<u32, Vec<u8>> = Chest::with_budget(10).unwrap();
     chest.insert(1, vec![0; 100]).unwrap();
     let path = chest.path().to_path_buf();
-    assert!(path.join("values").is_dir());
+    assert!(path.join("segments").is_dir());
     drop(chest);
     assert!(!path.exists());
 }
@@ -529,4 +540,109 @@ fn chest_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Chest<String, Vec<f64>>>();
     assert_send_sync::<Chest<u64, Vec<u8>, spillchest::Bincode>>();
+}
+
+#[test]
+fn a_flipped_byte_in_a_segment_is_an_error_for_that_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flipseg.chest");
+    let chest: Chest<u32, Vec<u8>> = Chest::builder().path(&path).budget(0).open().unwrap();
+    for k in 0..10 {
+        chest.insert(k, vec![k as u8; 1000]).unwrap();
+    }
+    let stats = chest.stats();
+    assert_eq!(
+        (stats.files, stats.segments),
+        (0, 1),
+        "small values share one segment"
+    );
+    chest.close().unwrap();
+    let segment = fs::read_dir(path.join("segments"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = fs::read(&segment).unwrap();
+    // The fifth record's payload: 16-byte file header, then records of 48 + key + payload.
+    let record = 48 + 1 + 1002;
+    let at = 16 + 4 * record + 48 + 1 + 500;
+    bytes[at] ^= 0x20;
+    fs::write(&segment, &bytes).unwrap();
+
+    let chest: Chest<u32, Vec<u8>> = Chest::open(&path).unwrap();
+    let mut damaged = Vec::new();
+    for k in 0..10 {
+        match chest.get(&k) {
+            Ok(v) => assert_eq!(*v.unwrap(), vec![k as u8; 1000]),
+            Err(Error::Corrupt { path: p, reason }) => {
+                assert_eq!(p, segment);
+                assert!(reason.contains("checksum"), "{reason}");
+                damaged.push(k);
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(damaged.len(), 1);
+}
+
+#[test]
+fn overwrites_and_removals_are_compacted_to_under_twice_the_live_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("compact.chest");
+    let chest: Chest<u32, Vec<u8>> = Chest::builder()
+        .path(&path)
+        .budget(0)
+        .segment_bytes(64 << 10)
+        .open()
+        .unwrap();
+    for round in 0..30u8 {
+        for k in 0..100u32 {
+            chest.insert(k, vec![round; 500]).unwrap();
+        }
+        for k in (0..100u32).step_by(7) {
+            chest.remove(&k).unwrap();
+        }
+        let s = chest.stats();
+        assert!(
+            s.disk_bytes <= 2 * s.live_disk_bytes + (64 << 10),
+            "round {round}: {} on disk for {} live",
+            s.disk_bytes,
+            s.live_disk_bytes
+        );
+    }
+    let s = chest.stats();
+    assert!(s.compactions > 0);
+    assert_eq!(s.failed_compactions, 0);
+    chest.close().unwrap();
+    let chest: Chest<u32, Vec<u8>> = Chest::open(&path).unwrap();
+    for k in 0..100u32 {
+        let expected = (k % 7 != 0).then(|| vec![29u8; 500]);
+        assert_eq!(
+            chest.get(&k).unwrap().as_deref(),
+            expected.as_ref(),
+            "key {k}"
+        );
+    }
+}
+
+#[test]
+fn many_small_values_need_a_handful_of_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.chest");
+    let chest: Chest<u64, Vec<u8>> = Chest::builder().path(&path).budget(1 << 16).open().unwrap();
+    for k in 0..20_000u64 {
+        chest.insert(k, vec![(k % 251) as u8; 100]).unwrap();
+    }
+    chest.close().unwrap();
+    assert!(
+        all_files(&path).len() < 10,
+        "{} files",
+        all_files(&path).len()
+    );
+    let chest: Chest<u64, Vec<u8>> = Chest::open(&path).unwrap();
+    assert_eq!(chest.len(), 20_000);
+    for k in (0..20_000u64).step_by(97) {
+        assert_eq!(*chest.get(&k).unwrap().unwrap(), vec![(k % 251) as u8; 100]);
+    }
 }

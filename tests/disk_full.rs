@@ -52,6 +52,9 @@ fn a_full_disk_is_reported_loses_nothing_and_recovers_when_space_is_freed() {
             return;
         }
     };
+    // Another program's file takes part of the disk; deleting it later frees the space.
+    let ballast = disk.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 384 << 10]).unwrap();
     let path = disk.path().join("full.chest");
     let chest: Chest<u32, Vec<u8>> = Chest::builder()
         .path(&path)
@@ -82,11 +85,17 @@ fn a_full_disk_is_reported_loses_nothing_and_recovers_when_space_is_freed() {
     for k in &stored {
         assert_eq!(*chest.get(k).unwrap().unwrap(), value(*k), "key {k}");
     }
+    // A flush on a full disk fails the same way, and still loses nothing.
+    chest.insert(failed_key + 1, vec![1; 10]).unwrap();
+    if let Err(e) = chest.flush() {
+        assert!(e.is_disk_full(), "{e}");
+    }
     // Free space, then the chest works again, including the insert that failed.
+    std::fs::remove_file(&ballast).unwrap();
+    chest.insert(failed_key, value(failed_key)).unwrap();
     for k in stored.iter().take(10) {
         assert!(chest.remove(k).unwrap());
     }
-    chest.insert(failed_key, value(failed_key)).unwrap();
     assert_eq!(*chest.get(&failed_key).unwrap().unwrap(), value(failed_key));
     chest.close().unwrap();
     let chest: Chest<u32, Vec<u8>> = Chest::open(&path).unwrap();

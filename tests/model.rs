@@ -29,12 +29,25 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn open(path: &Path, policy: Policy, compression: Compression) -> Chest<u32, Vec<u8>> {
+/// The engine settings a run uses.
+#[derive(Debug, Clone, Copy)]
+struct Engine {
+    policy: Policy,
+    compression: Compression,
+    /// Values from this size on get their own file; smaller ones go into segments.
+    small_value_bytes: u64,
+    /// Tiny segments roll over and compact constantly.
+    segment_bytes: u64,
+}
+
+fn open(path: &Path, e: Engine) -> Chest<u32, Vec<u8>> {
     Chest::builder()
         .path(path)
         .budget(600)
-        .policy(policy)
-        .compression(compression)
+        .policy(e.policy)
+        .compression(e.compression)
+        .small_value_bytes(e.small_value_bytes)
+        .segment_bytes(e.segment_bytes)
         .open()
         .expect("open")
 }
@@ -51,10 +64,10 @@ fn check_all(chest: &Chest<u32, Vec<u8>>, model: &HashMap<u32, Vec<u8>>) {
     }
 }
 
-fn run(ops: Vec<Op>, policy: Policy, compression: Compression) {
+fn run(ops: Vec<Op>, engine: Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("model.chest");
-    let mut chest = open(&path, policy, compression);
+    let mut chest = open(&path, engine);
     let mut model: HashMap<u32, Vec<u8>> = HashMap::new();
     for op in ops {
         match op {
@@ -81,7 +94,7 @@ fn run(ops: Vec<Op>, policy: Policy, compression: Compression) {
             Op::Flush => chest.flush().expect("flush"),
             Op::Reopen => {
                 chest.close().expect("close");
-                chest = open(&path, policy, compression);
+                chest = open(&path, engine);
                 check_all(&chest, &model);
             }
         }
@@ -93,6 +106,7 @@ fn run(ops: Vec<Op>, policy: Policy, compression: Compression) {
             stats.budget_bytes
         );
         assert_eq!(stats.failed_spills, 0);
+        assert_eq!(stats.failed_compactions, 0);
         assert_eq!(stats.entries as usize, model.len());
         assert!(stats.in_memory <= stats.entries);
         assert!(stats.on_disk <= stats.entries);
@@ -108,20 +122,34 @@ fn run(ops: Vec<Op>, policy: Policy, compression: Compression) {
     }
     check_all(&chest, &model);
     chest.close().expect("close");
-    let chest = open(&path, policy, compression);
+    let chest = open(&path, engine);
     check_all(&chest, &model);
 }
+
+const DEFAULT_ENGINE: Engine = Engine {
+    policy: Policy::Lru,
+    compression: Compression::None,
+    small_value_bytes: spillchest::DEFAULT_SMALL_VALUE_BYTES,
+    segment_bytes: spillchest::DEFAULT_SEGMENT_BYTES,
+};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn chest_agrees_with_a_hashmap_lru(ops in prop::collection::vec(op(), 1..80)) {
-        run(ops, Policy::Lru, Compression::None);
+        run(ops, DEFAULT_ENGINE);
     }
 
     #[test]
     fn chest_agrees_with_a_hashmap_largest_lz4(ops in prop::collection::vec(op(), 1..80)) {
-        run(ops, Policy::Largest, Compression::Lz4);
+        run(ops, Engine { policy: Policy::Largest, compression: Compression::Lz4, ..DEFAULT_ENGINE });
+    }
+
+    #[test]
+    fn chest_agrees_with_a_hashmap_tiny_segments_and_mixed_files(
+        ops in prop::collection::vec(op(), 1..120)
+    ) {
+        run(ops, Engine { small_value_bytes: 200, segment_bytes: 4096, ..DEFAULT_ENGINE });
     }
 }

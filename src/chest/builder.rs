@@ -12,12 +12,17 @@ use serde::de::DeserializeOwned;
 use crate::chest::Chest;
 use crate::chest::state::{State, StateOptions, Weigher};
 use crate::codec::{Bincode, Codec, Compression};
-use crate::disk::{DiskMode, DiskTier, Meta};
+use crate::disk::{DiskMode, DiskOptions, DiskTier, Meta};
 use crate::error::{Error, Result};
 use crate::memory::Policy;
 
 /// The budget of [`Chest::open`] and of a builder that is given none: 1 GiB.
 pub const DEFAULT_BUDGET_BYTES: u64 = 1 << 30;
+
+/// The default size under which an encoded value is packed into a segment: 64 KiB.
+pub const DEFAULT_SMALL_VALUE_BYTES: u64 = 64 << 10;
+/// The size at which a segment file is sealed and a new one started: 32 MiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 32 << 20;
 
 /// Where a chest lives.
 #[derive(Debug, Clone)]
@@ -38,6 +43,8 @@ pub struct ChestBuilder<K, V, C = Bincode> {
     weigher: Option<Weigher<V>>,
     read_only: bool,
     lock_wait: Duration,
+    small_value_bytes: u64,
+    segment_bytes: u64,
     codec: C,
     _keys: PhantomData<fn() -> K>,
 }
@@ -52,6 +59,8 @@ impl<K, V> ChestBuilder<K, V, Bincode> {
             weigher: None,
             read_only: false,
             lock_wait: Duration::ZERO,
+            small_value_bytes: DEFAULT_SMALL_VALUE_BYTES,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
             codec: Bincode,
             _keys: PhantomData,
         }
@@ -111,6 +120,19 @@ impl<K, V, C> ChestBuilder<K, V, C> {
         self
     }
 
+    /// Values whose encoding is smaller than `bytes` are appended to shared segment files;
+    /// larger ones get a file of their own (default 64 KiB). Zero gives every value its own file.
+    pub fn small_value_bytes(mut self, bytes: u64) -> Self {
+        self.small_value_bytes = bytes;
+        self
+    }
+
+    /// The size at which a segment file is sealed and a new one started (default 32 MiB).
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
+    }
+
     /// Encodes keys and values with `codec` instead of [`Bincode`].
     pub fn codec<C2: Codec>(self, codec: C2) -> ChestBuilder<K, V, C2> {
         ChestBuilder {
@@ -121,6 +143,8 @@ impl<K, V, C> ChestBuilder<K, V, C> {
             weigher: self.weigher,
             read_only: self.read_only,
             lock_wait: self.lock_wait,
+            small_value_bytes: self.small_value_bytes,
+            segment_bytes: self.segment_bytes,
             codec,
             _keys: PhantomData,
         }
@@ -172,7 +196,16 @@ where
                 (path.clone(), None, mode)
             }
         };
-        let (disk, found, report) = DiskTier::open(&root, mode, &meta, self.lock_wait)?;
+        if self.segment_bytes < 4096 {
+            return Err(Error::InvalidConfig {
+                reason: format!("segment_bytes {} is under 4096", self.segment_bytes),
+            });
+        }
+        let options = DiskOptions {
+            small_value_bytes: self.small_value_bytes,
+            max_segment_bytes: self.segment_bytes,
+        };
+        let (disk, found, report) = DiskTier::open(&root, mode, &meta, self.lock_wait, options)?;
         let state = State::recover(
             disk,
             found,

@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tempfile::TempDir;
 
-pub use builder::{ChestBuilder, DEFAULT_BUDGET_BYTES};
+pub use builder::{
+    ChestBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SMALL_VALUE_BYTES,
+};
 use state::State;
 
 use crate::codec::{Bincode, Codec};

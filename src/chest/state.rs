@@ -4,15 +4,20 @@
 //! The budget rule: before a value enters memory, room is made for it by spilling victims in
 //! eviction order. A value heavier than the budget goes straight to disk. So `memory_bytes`
 //! never exceeds the budget, and a failed spill leaves the operation undone.
+//!
+//! Spilling is batched: when room is needed, victims are taken until memory is a little below
+//! the budget (the slack: a sixteenth of it, at most 8 MiB), their writes are staged in the
+//! disk tier and committed with one write per file, and only then do they leave memory. A
+//! failed commit puts every victim back in its place.
 
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{Codec, Compression};
-use crate::disk::{DiskMode, DiskTier, KeyDigest, OpenReport, PutSizes, RecoveredEntry};
+use crate::disk::{DiskLoc, DiskMode, DiskTier, KeyDigest, OpenReport, RecoveredEntry};
 use crate::error::{Error, Result};
 use crate::memory::{DiskCopy, Entry, Held, MemoryTier, Policy};
 use crate::stats::Stats;
@@ -31,6 +36,8 @@ struct Counters {
     shared_hits: u64,
     failed_spills: u64,
     mended_on_open: u64,
+    compactions: u64,
+    failed_compactions: u64,
 }
 
 /// Everything a chest's mutex guards.
@@ -42,6 +49,23 @@ pub(crate) struct State<K: Hash + Eq, V, C> {
     weigher: Option<Weigher<V>>,
     counters: Counters,
     scratch: Vec<u8>,
+}
+
+/// The options the state is built with.
+pub(crate) struct StateOptions<V, C> {
+    pub(crate) budget_bytes: u64,
+    pub(crate) policy: Policy,
+    pub(crate) compression: Compression,
+    pub(crate) weigher: Option<Weigher<V>>,
+    pub(crate) codec: C,
+}
+
+/// A disk copy that no longer holds the current value.
+fn stale(loc: Option<DiskLoc>) -> Option<DiskCopy> {
+    loc.map(|loc| DiskCopy {
+        loc,
+        current: false,
+    })
 }
 
 impl<K, V, C> State<K, V, C>
@@ -58,23 +82,16 @@ where
         options: StateOptions<V, C>,
     ) -> Result<Self> {
         let mut memory = MemoryTier::new(options.policy, options.budget_bytes);
-        for RecoveredEntry { key, sizes } in found {
+        for RecoveredEntry { key, loc } in found {
             let decoded: K = options.codec.decode(&key).map_err(|source| Error::Decode {
-                path: disk.value_path(&key),
+                path: disk.path_of(&key, &loc),
                 source,
             })?;
-            memory.put(
-                decoded,
-                Entry {
-                    held: Held::Disk {
-                        weak: std::sync::Weak::new(),
-                    },
-                    disk: Some(DiskCopy {
-                        sizes,
-                        current: true,
-                    }),
-                },
-            );
+            let entry = Entry {
+                held: Held::Disk { weak: Weak::new() },
+                disk: Some(DiskCopy { loc, current: true }),
+            };
+            memory.put(decoded, entry);
         }
         let mended = report.dropped_missing + report.adopted_orphans + report.discarded_damaged;
         Ok(State {
@@ -120,13 +137,13 @@ where
         }
     }
 
-    /// Encodes `value` and writes it as `key`'s value file.
-    fn write_to_disk(
+    /// Encodes `value` and stages it as `key`'s stored value.
+    fn stage_value(
         &mut self,
         key_bytes: &[u8],
         value: &V,
-        previous: Option<PutSizes>,
-    ) -> Result<PutSizes> {
+        previous: Option<DiskLoc>,
+    ) -> Result<DiskLoc> {
         let mut raw = std::mem::take(&mut self.scratch);
         raw.clear();
         let result = match self.codec.encode(value, &mut raw) {
@@ -136,48 +153,82 @@ where
             Err(source) => Err(Self::encode_error(key_bytes, source)),
         };
         self.scratch = raw;
+        result
+    }
+
+    /// Stages the values of `keys` that have no current disk copy.
+    fn stage_dirty(&mut self, keys: impl Iterator<Item = K>) -> Result<Vec<(K, DiskLoc)>> {
+        let mut written = Vec::new();
+        for key in keys {
+            let Some(entry) = self.memory.entry(&key) else {
+                continue;
+            };
+            if entry.disk_is_current() {
+                continue;
+            }
+            let (Some(value), previous) = (entry.live_value(), entry.disk.map(|d| d.loc)) else {
+                continue;
+            };
+            let key_bytes = self.encode_key(&key)?;
+            let loc = self.stage_value(&key_bytes, &value, previous)?;
+            written.push((key, loc));
+        }
+        Ok(written)
+    }
+
+    /// Commits what is staged; the writes named in `written` count as spills. On error
+    /// everything staged is forgotten.
+    fn commit(&mut self, written: Result<Vec<(K, DiskLoc)>>) -> Result<Vec<(K, DiskLoc)>> {
+        let result = written.and_then(|w| self.disk.commit_staged().map(|()| w));
         match result {
-            Ok(sizes) => {
-                self.counters.spills += 1;
-                self.counters.spill_bytes += sizes.raw_len;
-                Ok(sizes)
+            Ok(written) => {
+                self.counters.spills += written.len() as u64;
+                self.counters.spill_bytes += written.iter().map(|(_, l)| l.raw_len).sum::<u64>();
+                Ok(written)
             }
             Err(e) => {
+                self.disk.discard_staged();
                 self.counters.failed_spills += 1;
                 Err(e)
             }
         }
     }
 
-    /// Moves the value of `key` out of memory, writing it first unless its disk copy is current.
-    fn spill(&mut self, key: &K) -> Result<()> {
-        let Some(entry) = self.memory.entry(key) else {
-            return Ok(());
-        };
-        if !entry.disk_is_current() {
-            let (Held::Memory { value, .. }, previous) = (&entry.held, entry.disk.map(|d| d.sizes))
-            else {
-                return Ok(());
-            };
-            let value = value.clone();
-            let key_bytes = self.encode_key(key)?;
-            let sizes = self.write_to_disk(&key_bytes, &value, previous)?;
-            self.memory.set_disk_current(key, sizes);
+    /// Spills `victims` (taken out of the eviction order) in one batch: stage, commit, then
+    /// drop them from memory. On error every victim is put back and the error returned.
+    fn evict(&mut self, victims: Vec<(K, u64)>) -> Result<()> {
+        let staged = self.stage_dirty(victims.iter().map(|(k, _)| k.clone()));
+        match self.commit(staged) {
+            Ok(written) => {
+                for (key, loc) in written {
+                    self.memory.set_disk_current(&key, loc);
+                }
+                for (key, _) in &victims {
+                    self.memory.demote(key);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for (key, priority) in victims {
+                    self.memory.restore_victim(key, priority);
+                }
+                Err(e)
+            }
         }
-        self.memory.demote(key);
-        Ok(())
     }
 
-    /// Spills victims until `incoming` more bytes fit in the budget. `incoming` must be at most
-    /// the budget.
+    /// Spills victims until `incoming` more bytes fit in the budget, going a slack below it so
+    /// that the next operations need no spill. `incoming` must be at most the budget.
     fn make_room(&mut self, incoming: u64) -> Result<()> {
-        while self.memory.memory_bytes() + incoming > self.memory.budget_bytes() {
-            let Some(victim) = self.memory.next_victim().cloned() else {
-                break;
-            };
-            self.spill(&victim)?;
+        let budget = self.memory.budget_bytes();
+        let held = self.memory.memory_bytes();
+        if held + incoming <= budget {
+            return Ok(());
         }
-        Ok(())
+        let slack = (budget / 16).min(8 << 20);
+        let target = budget.saturating_sub(incoming).saturating_sub(slack);
+        let victims = self.memory.take_victims(held.saturating_sub(target));
+        self.evict(victims)
     }
 
     /// True when the value being stored should go to disk rather than memory: it is heavier
@@ -197,7 +248,7 @@ where
                 .is_some_and(|top| weight >= top)
     }
 
-    /// Stores `value` as `key`'s value. `previous` is the value file the key has. On error
+    /// Stores `value` as `key`'s value. `previous` is the stored copy the key has. On error
     /// `rollback` is put back, so the chest is unchanged; with no rollback and
     /// `keep_on_failure`, the value is kept in memory over budget (a failed spill).
     #[allow(clippy::too_many_arguments)]
@@ -207,21 +258,23 @@ where
         key_bytes: &[u8],
         value: Arc<V>,
         weight: u64,
-        previous: Option<PutSizes>,
+        previous: Option<DiskLoc>,
         rollback: Option<Entry<V>>,
         keep_on_failure: bool,
     ) -> Result<()> {
         let result = if self.belongs_on_disk(weight) {
-            self.write_to_disk(key_bytes, &value, previous)
-                .map(|sizes| Entry {
-                    held: Held::Disk {
-                        weak: Arc::downgrade(&value),
-                    },
-                    disk: Some(DiskCopy {
-                        sizes,
-                        current: true,
-                    }),
-                })
+            let staged = self
+                .stage_value(key_bytes, &value, previous)
+                .map(|loc| vec![(key.clone(), loc)]);
+            self.commit(staged).map(|written| Entry {
+                held: Held::Disk {
+                    weak: Arc::downgrade(&value),
+                },
+                disk: written.first().map(|(_, loc)| DiskCopy {
+                    loc: *loc,
+                    current: true,
+                }),
+            })
         } else {
             self.make_room(weight).map(|()| Entry {
                 held: Held::Memory {
@@ -248,12 +301,18 @@ where
         }
     }
 
+    /// Puts `entry` back as `key`'s entry and returns `error`.
+    fn restore<T>(&mut self, key: &K, entry: Entry<V>, error: Error) -> Result<T> {
+        self.memory.put(key.clone(), entry);
+        Err(error)
+    }
+
     pub(crate) fn insert(&mut self, key: K, value: V) -> Result<()> {
         self.refuse_if_read_only()?;
         let key_bytes = self.encode_key(&key)?;
         let weight = self.weigh(&key_bytes, &value)?;
         let old = self.memory.remove(&key);
-        let previous = old.as_ref().and_then(|e| e.disk.map(|d| d.sizes));
+        let previous = old.as_ref().and_then(|e| e.disk.map(|d| d.loc));
         self.store(
             key,
             &key_bytes,
@@ -262,13 +321,15 @@ where
             previous,
             old,
             false,
-        )
+        )?;
+        self.compact_quietly();
+        Ok(())
     }
 
-    /// Reads `key`'s value from disk and decodes it.
-    fn load(&mut self, key: &K) -> Result<(V, PutSizes)> {
+    /// Reads `key`'s value stored at `loc` and decodes it.
+    fn load(&mut self, key: &K, loc: &DiskLoc) -> Result<V> {
         let key_bytes = self.encode_key(key)?;
-        let payload = self.disk.read_value(&key_bytes)?;
+        let payload = self.disk.read_value(&key_bytes, loc)?;
         let value: V = self
             .codec
             .decode(payload.raw())
@@ -277,33 +338,38 @@ where
                 source,
             })?;
         self.counters.loads += 1;
-        self.counters.load_bytes += payload.sizes.raw_len;
-        Ok((value, payload.sizes))
+        self.counters.load_bytes += payload.raw().len() as u64;
+        Ok(value)
     }
 
     pub(crate) fn get(&mut self, key: &K) -> Result<Option<Arc<V>>> {
         let Some(entry) = self.memory.entry(key) else {
             return Ok(None);
         };
-        match &entry.held {
-            Held::Memory { value, .. } => {
+        let loc = match (&entry.held, entry.disk) {
+            (Held::Memory { value, .. }, _) => {
                 let value = value.clone();
                 self.counters.memory_hits += 1;
                 self.memory.touch(key);
                 return Ok(Some(value));
             }
-            Held::Disk { weak } => {
+            (Held::Disk { weak }, disk) => {
                 if let Some(value) = weak.upgrade() {
                     self.counters.shared_hits += 1;
                     return Ok(Some(value));
                 }
+                match disk {
+                    Some(copy) => copy.loc,
+                    None => {
+                        return Err(Error::corrupt(self.disk.root(), "entry has no stored copy"));
+                    }
+                }
             }
-        }
-        let (value, sizes) = self.load(key)?;
-        let value = Arc::new(value);
+        };
+        let value = Arc::new(self.load(key, &loc)?);
         let weight = match &self.weigher {
             Some(weigher) => weigher(&value),
-            None => sizes.raw_len,
+            None => loc.raw_len,
         };
         // Keep the loaded value in memory when room can be made; a failed spill here only means
         // it is not kept, which is not the reader's error.
@@ -318,16 +384,11 @@ where
                 weak: Arc::downgrade(&value),
             }
         };
-        self.memory.put(
-            key.clone(),
-            Entry {
-                held,
-                disk: Some(DiskCopy {
-                    sizes,
-                    current: true,
-                }),
-            },
-        );
+        let entry = Entry {
+            held,
+            disk: Some(DiskCopy { loc, current: true }),
+        };
+        self.memory.put(key.clone(), entry);
         Ok(Some(value))
     }
 
@@ -343,16 +404,14 @@ where
             Err(e) => return self.restore(key, old, e),
         };
         let old_disk = old.disk;
-        let previous = old_disk.map(|d| d.sizes);
+        let previous = old_disk.map(|d| d.loc);
         // `rollback` is the entry to put back if storing the result fails. Mutating the only
         // Arc in place leaves nothing to put back but the disk copy, when that is current.
         let (mut private, rollback, old_weight) = match old.held {
             Held::Memory { value, weight } => match Arc::try_unwrap(value) {
                 Ok(owned) => {
                     let on_disk = old_disk.filter(|d| d.current).map(|d| Entry {
-                        held: Held::Disk {
-                            weak: std::sync::Weak::new(),
-                        },
+                        held: Held::Disk { weak: Weak::new() },
                         disk: Some(d),
                     });
                     (owned, on_disk, weight)
@@ -373,9 +432,12 @@ where
                 }
             },
             Held::Disk { weak } => {
-                let copy = match weak.upgrade() {
-                    Some(shared) => self.clone_via_codec(&key_bytes, &shared),
-                    None => self.load(key).map(|(value, _)| value),
+                let copy = match (weak.upgrade(), previous) {
+                    (Some(shared), _) => self.clone_via_codec(&key_bytes, &shared),
+                    (None, Some(loc)) => self.load(key, &loc),
+                    (None, None) => {
+                        Err(Error::corrupt(self.disk.root(), "entry has no stored copy"))
+                    }
                 };
                 let old = Entry {
                     held: Held::Disk { weak },
@@ -411,13 +473,8 @@ where
             rollback,
             keep_on_failure,
         )?;
+        self.compact_quietly();
         Ok(true)
-    }
-
-    /// Puts `entry` back as `key`'s entry and returns `error`.
-    fn restore<T>(&mut self, key: &K, entry: Entry<V>, error: Error) -> Result<T> {
-        self.memory.put(key.clone(), entry);
-        Err(error)
     }
 
     /// A copy of `value` made by encoding and decoding it, so `V` need not be `Clone`.
@@ -442,15 +499,29 @@ where
         let Some(old) = self.memory.remove(key) else {
             return Ok(false);
         };
-        if let Some(copy) = old.disk {
-            let removed = self
-                .encode_key(key)
-                .and_then(|key_bytes| self.disk.remove_value(&key_bytes, copy.sizes));
-            if let Err(e) = removed {
-                self.memory.put(key.clone(), old);
-                return Err(e);
+        let Some(copy) = old.disk else {
+            return Ok(true);
+        };
+        let key_bytes = match self.encode_key(key) {
+            Ok(bytes) => bytes,
+            Err(e) => return self.restore(key, old, e),
+        };
+        let removed = self
+            .disk
+            .remove_value(&key_bytes, copy.loc)
+            .and_then(|()| self.disk.commit_staged());
+        if let Err(e) = removed {
+            self.disk.discard_staged();
+            if copy.loc.place == crate::disk::Place::File
+                && !self.disk.path_of(&key_bytes, &copy.loc).exists()
+            {
+                // The file is gone: the removal took effect, only its index record was lost,
+                // and open drops an index entry whose file is missing.
+                return Ok(true);
             }
+            return self.restore(key, old, e);
         }
+        self.compact_quietly();
         Ok(true)
     }
 
@@ -466,8 +537,8 @@ where
         self.memory.keys().cloned().collect()
     }
 
-    /// Writes every value without a current disk copy (keeping it in memory), then makes the
-    /// disk tier durable. A no-op for temporary and read-only chests.
+    /// Writes every value without a current disk copy (keeping it in memory), compacts, then
+    /// makes the disk tier durable. A no-op for temporary and read-only chests.
     pub(crate) fn flush(&mut self) -> Result<()> {
         if self.disk.mode() != DiskMode::Persistent {
             return Ok(());
@@ -478,31 +549,75 @@ where
             .filter(|(_, e)| !e.disk_is_current())
             .map(|(k, _)| k.clone())
             .collect();
-        for key in dirty {
-            let Some(entry) = self.memory.entry(&key) else {
-                continue;
-            };
-            let (Some(value), previous) = (entry.live_value(), entry.disk.map(|d| d.sizes)) else {
-                continue;
-            };
-            let key_bytes = self.encode_key(&key)?;
-            let sizes = self.write_to_disk(&key_bytes, &value, previous)?;
-            self.memory.set_disk_current(&key, sizes);
+        let staged = self.stage_dirty(dirty.into_iter());
+        for (key, loc) in self.commit(staged)? {
+            self.memory.set_disk_current(&key, loc);
         }
+        self.compact()?;
         if !self.disk.needs_sync() {
             return Ok(());
         }
-        if self.disk.index_is_bloated() {
-            let mut puts = Vec::with_capacity(self.memory.len());
-            for (key, entry) in self.memory.iter() {
-                if let Some(copy) = entry.disk {
-                    puts.push((self.encode_key(key)?, copy.sizes));
-                }
-            }
+        if self.disk.index_is_bloated(self.memory.len() as u64) {
+            let puts = self.stored_copies()?;
             self.disk.sync(Some(&puts))
         } else {
             self.disk.sync(None)
         }
+    }
+
+    /// Every key's stored copy, for an index rewrite.
+    fn stored_copies(&self) -> Result<Vec<(Vec<u8>, DiskLoc)>> {
+        let mut puts = Vec::with_capacity(self.memory.len());
+        for (key, entry) in self.memory.iter() {
+            if let Some(copy) = entry.disk {
+                puts.push((self.encode_key(key)?, copy.loc));
+            }
+        }
+        Ok(puts)
+    }
+
+    /// Compacts segments after a write; a failure leaves everything as it was and is counted
+    /// (flush retries and reports it).
+    fn compact_quietly(&mut self) {
+        if self.compact().is_err() {
+            self.counters.failed_compactions += 1;
+        }
+    }
+
+    /// Rewrites every sealed segment whose live bytes fell under half: its records that some
+    /// key still refers to (current or stale copies alike, since the index names them) are
+    /// copied into the active segment, the copies are made durable, and the old file removed.
+    fn compact(&mut self) -> Result<()> {
+        for id in self.disk.compaction_candidates() {
+            let movers: Vec<(K, DiskLoc)> = self
+                .memory
+                .iter()
+                .filter_map(|(k, e)| e.disk.map(|d| (k, d.loc)))
+                .filter(|(_, loc)| DiskTier::is_in_segment(loc, id))
+                .map(|(k, loc)| (k.clone(), loc))
+                .collect();
+            let mut moved = Vec::with_capacity(movers.len());
+            let staged = (|| {
+                for (key, loc) in &movers {
+                    let key_bytes = self.encode_key(key)?;
+                    moved.push((key.clone(), self.disk.copy_record(&key_bytes, *loc)?));
+                }
+                self.disk.commit_staged()
+            })();
+            if let Err(e) = staged {
+                self.disk.discard_staged();
+                return Err(e);
+            }
+            for (key, loc) in moved {
+                self.memory.relocate(&key, loc);
+            }
+            // The old segment may hold the only durable copy of flushed values: sync the new
+            // copies and their index records before it goes.
+            self.disk.sync(None)?;
+            self.disk.remove_segment(id)?;
+            self.counters.compactions += 1;
+        }
+        Ok(())
     }
 
     /// Releases the disk tier's lock.
@@ -531,8 +646,10 @@ where
             memory_bytes: self.memory.memory_bytes(),
             budget_bytes: self.memory.budget_bytes(),
             disk_bytes: self.disk.disk_bytes(),
+            live_disk_bytes: self.disk.live_disk_bytes(),
             index_bytes: self.disk.index_bytes(),
-            files: self.disk.live_files(),
+            files: self.disk.own_files(),
+            segments: self.disk.segment_count(),
             spills: self.counters.spills,
             spill_bytes: self.counters.spill_bytes,
             loads: self.counters.loads,
@@ -540,24 +657,9 @@ where
             memory_hits: self.counters.memory_hits,
             shared_hits: self.counters.shared_hits,
             failed_spills: self.counters.failed_spills,
+            compactions: self.counters.compactions,
+            failed_compactions: self.counters.failed_compactions,
             mended_on_open: self.counters.mended_on_open,
         }
     }
-}
-
-/// A disk copy that no longer holds the current value.
-fn stale(sizes: Option<PutSizes>) -> Option<DiskCopy> {
-    sizes.map(|sizes| DiskCopy {
-        sizes,
-        current: false,
-    })
-}
-
-/// The options the state is built with.
-pub(crate) struct StateOptions<V, C> {
-    pub(crate) budget_bytes: u64,
-    pub(crate) policy: Policy,
-    pub(crate) compression: Compression,
-    pub(crate) weigher: Option<Weigher<V>>,
-    pub(crate) codec: C,
 }

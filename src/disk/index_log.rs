@@ -5,7 +5,8 @@
 //! file header (16 bytes): magic b"SPCHKEYS" | version u16 (1) | 6 reserved zero bytes
 //! record: body length u32 | xxh3-64 of body u64 | body
 //! body:   tag u8, then
-//!   1 Put     key length u32 | key | raw length u64 | stored length u64
+//!   1 Put     key length u32 | key | sequence u64 | raw length u64 | stored length u64 |
+//!             place u8 (0 = own value file, 1 = segment) | for a segment: id u32 | offset u64
 //!   2 Remove  key length u32 | key
 //!   3 Commit  unix time in ms u64   (written by flush after every file it covers is synced)
 //! ```
@@ -18,6 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::disk::io::{Cursor, checksum};
+use crate::disk::segment::RecordPlace;
 use crate::error::{Error, Result};
 
 /// The magic bytes the index starts with.
@@ -36,12 +38,8 @@ const TAG_COMMIT: u8 = 3;
 /// One index record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Record<'a> {
-    /// `key` has a value file of `stored_len` payload bytes that decode from `raw_len` bytes.
-    Put {
-        key: &'a [u8],
-        raw_len: u64,
-        stored_len: u64,
-    },
+    /// `key`'s value is stored at `loc`.
+    Put { key: &'a [u8], loc: DiskLoc },
     /// `key` no longer has a value file.
     Remove { key: &'a [u8] },
     /// Every record before this one was durable when it was written.
@@ -55,16 +53,21 @@ impl Record<'_> {
         out.extend_from_slice(&[0; FRAME_LEN]);
         let body_at = out.len();
         match self {
-            Record::Put {
-                key,
-                raw_len,
-                stored_len,
-            } => {
+            Record::Put { key, loc } => {
                 out.push(TAG_PUT);
                 out.extend_from_slice(&(key.len() as u32).to_le_bytes());
                 out.extend_from_slice(key);
-                out.extend_from_slice(&raw_len.to_le_bytes());
-                out.extend_from_slice(&stored_len.to_le_bytes());
+                out.extend_from_slice(&loc.seq.to_le_bytes());
+                out.extend_from_slice(&loc.raw_len.to_le_bytes());
+                out.extend_from_slice(&loc.stored_len.to_le_bytes());
+                match loc.place {
+                    Place::File => out.push(0),
+                    Place::Segment(RecordPlace { segment, offset }) => {
+                        out.push(1);
+                        out.extend_from_slice(&segment.to_le_bytes());
+                        out.extend_from_slice(&offset.to_le_bytes());
+                    }
+                }
             }
             Record::Remove { key } => {
                 out.push(TAG_REMOVE);
@@ -89,10 +92,23 @@ fn parse_body(body: &[u8]) -> Option<Record<'_>> {
         TAG_PUT => {
             let key_len = c.u32()? as usize;
             let key = c.take(key_len)?;
+            let (seq, raw_len, stored_len) = (c.u64()?, c.u64()?, c.u64()?);
+            let place = match c.u8()? {
+                0 => Place::File,
+                1 => Place::Segment(RecordPlace {
+                    segment: c.u32()?,
+                    offset: c.u64()?,
+                }),
+                _ => return None,
+            };
             Record::Put {
                 key,
-                raw_len: c.u64()?,
-                stored_len: c.u64()?,
+                loc: DiskLoc {
+                    place,
+                    seq,
+                    raw_len,
+                    stored_len,
+                },
             }
         }
         TAG_REMOVE => {
@@ -107,10 +123,24 @@ fn parse_body(body: &[u8]) -> Option<Record<'_>> {
     (c.remaining() == 0).then_some(record)
 }
 
-/// The sizes an index Put records for a key.
+/// Where a key's value is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PutSizes {
+pub(crate) enum Place {
+    /// In its own value file, named by the key's digest.
+    File,
+    /// In a record of a segment file.
+    Segment(RecordPlace),
+}
+
+/// A stored value: where it is, which write made it, and its lengths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DiskLoc {
+    pub(crate) place: Place,
+    /// The sequence number of the write; a higher one is newer.
+    pub(crate) seq: u64,
+    /// The encoded value's length.
     pub(crate) raw_len: u64,
+    /// The bytes stored (compressed or not).
     pub(crate) stored_len: u64,
 }
 
@@ -118,7 +148,7 @@ pub(crate) struct PutSizes {
 #[derive(Debug, Default)]
 pub(crate) struct Replay {
     /// Every key with a value file, by encoded key.
-    pub(crate) entries: HashMap<Vec<u8>, PutSizes>,
+    pub(crate) entries: HashMap<Vec<u8>, DiskLoc>,
     /// Keys put after the last Commit: their files may not have been synced.
     pub(crate) unflushed: HashSet<Vec<u8>>,
     /// Records applied.
@@ -129,6 +159,8 @@ pub(crate) struct Replay {
     pub(crate) torn_tail: Option<String>,
     /// Time of the last Commit record.
     pub(crate) last_commit_ms: Option<u64>,
+    /// The highest sequence number of any Put.
+    pub(crate) max_seq: u64,
 }
 
 /// Checks the header of an index file. `Err(None)` means a foreign file, `Err(Some(v))` an
@@ -175,18 +207,9 @@ pub(crate) fn replay(bytes: &[u8]) -> Replay {
             break;
         };
         match record {
-            Record::Put {
-                key,
-                raw_len,
-                stored_len,
-            } => {
-                out.entries.insert(
-                    key.to_vec(),
-                    PutSizes {
-                        raw_len,
-                        stored_len,
-                    },
-                );
+            Record::Put { key, loc } => {
+                out.max_seq = out.max_seq.max(loc.seq);
+                out.entries.insert(key.to_vec(), loc);
                 out.unflushed.insert(key.to_vec());
             }
             Record::Remove { key } => {
@@ -227,6 +250,8 @@ pub(crate) struct IndexLog {
     len: u64,
     /// Records in the file.
     records: u64,
+    /// Records staged but not yet written, and their bytes.
+    staged_records: u64,
     buf: Vec<u8>,
 }
 
@@ -250,6 +275,7 @@ impl IndexLog {
             file,
             len: valid_len,
             records,
+            staged_records: 0,
             buf: Vec::new(),
         })
     }
@@ -258,18 +284,13 @@ impl IndexLog {
     /// Callers must have synced every value file the puts name.
     pub(crate) fn rewrite<'a>(
         path: &Path,
-        puts: impl Iterator<Item = (&'a [u8], PutSizes)>,
+        puts: impl Iterator<Item = (&'a [u8], DiskLoc)>,
         sync: bool,
     ) -> Result<Self> {
         let mut buf = header_bytes().to_vec();
         let mut records = 0;
-        for (key, sizes) in puts {
-            Record::Put {
-                key,
-                raw_len: sizes.raw_len,
-                stored_len: sizes.stored_len,
-            }
-            .encode(&mut buf);
+        for (key, loc) in puts {
+            Record::Put { key, loc }.encode(&mut buf);
             records += 1;
         }
         Record::Commit {
@@ -283,12 +304,34 @@ impl IndexLog {
         Self::open_append(path, len, records)
     }
 
-    /// Appends one record with a single write. On failure the file is cut back so that later
-    /// records never follow a partial one.
-    pub(crate) fn append(&mut self, record: &Record<'_>) -> Result<()> {
-        self.buf.clear();
+    /// Stages a record; it reaches the file with the next [`write_staged`](Self::write_staged).
+    pub(crate) fn stage(&mut self, record: &Record<'_>) {
         record.encode(&mut self.buf);
-        if let Err(e) = self.file.write_all(&self.buf) {
+        self.staged_records += 1;
+    }
+
+    /// Forgets the staged records.
+    pub(crate) fn discard_staged(&mut self) {
+        self.buf.clear();
+        self.staged_records = 0;
+    }
+
+    /// Appends one record and writes everything staged.
+    pub(crate) fn append(&mut self, record: &Record<'_>) -> Result<()> {
+        self.stage(record);
+        self.write_staged()
+    }
+
+    /// Writes the staged records with a single write. On failure the file is cut back so that
+    /// later records never follow a partial one, and the staged records are forgotten.
+    pub(crate) fn write_staged(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(&self.buf);
+        let staged = std::mem::take(&mut self.staged_records);
+        if let Err(e) = written {
+            self.buf.clear();
             let err = Error::io(&self.path, "append to index", e);
             self.file
                 .set_len(self.len)
@@ -296,7 +339,8 @@ impl IndexLog {
             return Err(err);
         }
         self.len += self.buf.len() as u64;
-        self.records += 1;
+        self.records += staged;
+        self.buf.clear();
         Ok(())
     }
 
@@ -322,6 +366,33 @@ impl IndexLog {
 mod tests {
     use super::*;
 
+    fn file_loc(raw_len: u64, stored_len: u64) -> DiskLoc {
+        DiskLoc {
+            place: Place::File,
+            seq: raw_len,
+            raw_len,
+            stored_len,
+        }
+    }
+
+    #[test]
+    fn segment_places_round_trip() {
+        let loc = DiskLoc {
+            place: Place::Segment(RecordPlace {
+                segment: 7,
+                offset: 1 << 40,
+            }),
+            seq: 99,
+            raw_len: 5,
+            stored_len: 4,
+        };
+        let mut bytes = header_bytes().to_vec();
+        Record::Put { key: b"k", loc }.encode(&mut bytes);
+        let r = replay(&bytes);
+        assert_eq!(r.entries[&b"k"[..]], loc);
+        assert_eq!(r.max_seq, 99);
+    }
+
     fn log(records: &[Record<'_>]) -> Vec<u8> {
         let mut out = header_bytes().to_vec();
         for r in records {
@@ -335,20 +406,17 @@ mod tests {
         let bytes = log(&[
             Record::Put {
                 key: b"a",
-                raw_len: 3,
-                stored_len: 2,
+                loc: file_loc(3, 2),
             },
             Record::Put {
                 key: b"b",
-                raw_len: 1,
-                stored_len: 1,
+                loc: file_loc(1, 1),
             },
             Record::Commit { unix_ms: 5 },
             Record::Remove { key: b"a" },
             Record::Put {
                 key: b"c",
-                raw_len: 9,
-                stored_len: 9,
+                loc: file_loc(9, 9),
             },
         ]);
         assert_eq!(check_header(&bytes), Ok(()));
@@ -357,13 +425,7 @@ mod tests {
         assert_eq!(r.records, 5);
         assert_eq!(r.valid_len, bytes.len() as u64);
         assert_eq!(r.entries.len(), 2);
-        assert_eq!(
-            r.entries[&b"c"[..]],
-            PutSizes {
-                raw_len: 9,
-                stored_len: 9
-            }
-        );
+        assert_eq!(r.entries[&b"c"[..]], file_loc(9, 9));
         assert_eq!(r.unflushed, HashSet::from([b"c".to_vec()]));
         assert_eq!(r.last_commit_ms, Some(5));
     }
@@ -373,21 +435,18 @@ mod tests {
         let full = log(&[
             Record::Put {
                 key: b"a",
-                raw_len: 1,
-                stored_len: 1,
+                loc: file_loc(1, 1),
             },
             Record::Put {
                 key: b"b",
-                raw_len: 1,
-                stored_len: 1,
+                loc: file_loc(1, 1),
             },
         ]);
         let first_end = {
             let mut one = header_bytes().to_vec();
             Record::Put {
                 key: b"a",
-                raw_len: 1,
-                stored_len: 1,
+                loc: file_loc(1, 1),
             }
             .encode(&mut one);
             one.len()
@@ -417,16 +476,12 @@ mod tests {
     fn append_and_rewrite_round_trip_through_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".keys");
-        let sizes = PutSizes {
-            raw_len: 4,
-            stored_len: 4,
-        };
+        let sizes = file_loc(4, 4);
         let mut log = IndexLog::rewrite(&path, [(&b"k1"[..], sizes)].into_iter(), true).unwrap();
         log.append(&Record::Remove { key: b"k1" }).unwrap();
         log.append(&Record::Put {
             key: b"k2",
-            raw_len: 4,
-            stored_len: 4,
+            loc: file_loc(4, 4),
         })
         .unwrap();
         log.sync().unwrap();

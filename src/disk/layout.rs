@@ -11,6 +11,8 @@ pub(crate) const META_FILE: &str = "meta";
 pub(crate) const INDEX_FILE: &str = ".keys";
 /// The directory holding value files, fanned out by the first byte of the digest.
 pub(crate) const VALUES_DIR: &str = "values";
+/// The directory holding segment files.
+pub(crate) const SEGMENTS_DIR: &str = "segments";
 /// Suffix of a complete value file.
 pub(crate) const VALUE_SUFFIX: &str = ".val";
 /// Suffix of a file being written; never read, removed on open.
@@ -94,6 +96,10 @@ impl Layout {
 
     pub(crate) fn values(&self) -> PathBuf {
         self.root.join(VALUES_DIR)
+    }
+
+    pub(crate) fn segments(&self) -> PathBuf {
+        self.root.join(SEGMENTS_DIR)
     }
 
     /// The directory a value file lives in.

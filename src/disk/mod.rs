@@ -1,33 +1,37 @@
 //! The on-disk tier. It knows bytes only: keys arrive encoded, values arrive as encoded
 //! payloads. It never calls up into the memory tier.
 //!
-//! Opening a chest directory: lock, check `meta`, replay `.keys`, scan `values/`, reconcile the
-//! two (see `docs/design.md` for why each rule keeps a crash harmless):
-//! - an index entry whose file is missing is dropped (a removal whose record was lost);
-//! - an entry written after the last Commit is verified in full, and discarded if torn;
-//! - a file with no index entry is verified and adopted (a spill whose record was lost);
-//! - `*.tmp` files are deleted (writes that never reached their rename).
+//! Values smaller than `small_value_bytes` are records in segment files; larger ones have a
+//! value file each (so they can be memory-mapped). Writes are *staged*: segment records and
+//! index records collect in memory and reach their files with one write each in
+//! [`DiskTier::commit_staged`]; until then nothing that was stored before is touched, so a
+//! failed commit is undone by [`DiskTier::discard_staged`]. Opening reconciles the index with
+//! the files (see `recover.rs` and `docs/design.md`).
 
 pub(crate) mod index_log;
 mod io;
 mod layout;
 mod lock;
 pub(crate) mod meta;
+mod recover;
+pub(crate) mod segment;
 pub(crate) mod value_file;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::codec::{Compression, lz4_decompress};
 use crate::error::{Error, Result};
 
+pub(crate) use index_log::{DiskLoc, Place, now_unix_ms};
 use index_log::{IndexLog, Record};
-pub(crate) use index_log::{PutSizes, now_unix_ms};
 pub use layout::KeyDigest;
 use layout::Layout;
 use lock::{LockFile, LockMode};
 pub(crate) use meta::Meta;
+pub(crate) use recover::{OpenReport, RecoveredEntry};
+use segment::{RecordPlace, SegmentStore};
 
 /// How a chest directory is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,26 +44,13 @@ pub(crate) enum DiskMode {
     ReadOnly,
 }
 
-/// What opening found and mended.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct OpenReport {
-    /// Why the index replay stopped early (a torn tail), if it did.
-    pub(crate) torn_index_tail: Option<String>,
-    /// Index entries dropped because their value file was missing.
-    pub(crate) dropped_missing: u64,
-    /// Value files found without an index entry, verified and adopted.
-    pub(crate) adopted_orphans: u64,
-    /// Value files that failed verification on open and were discarded.
-    pub(crate) discarded_damaged: u64,
-    /// The index was missing or unreadable and was rebuilt from the value files.
-    pub(crate) rebuilt_index: bool,
-}
-
-/// A key found on disk when opening.
-#[derive(Debug)]
-pub(crate) struct RecoveredEntry {
-    pub(crate) key: Vec<u8>,
-    pub(crate) sizes: PutSizes,
+/// Sizes that shape the disk tier.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DiskOptions {
+    /// Encoded values below this go into segments; the rest get their own file.
+    pub(crate) small_value_bytes: u64,
+    /// A segment is sealed and a new one started when a record would take it past this.
+    pub(crate) max_segment_bytes: u64,
 }
 
 /// A value's encoded bytes read back from disk.
@@ -67,8 +58,7 @@ pub(crate) struct RecoveredEntry {
 pub(crate) struct Payload {
     bytes: Vec<u8>,
     start: usize,
-    /// The sizes the file's header gives.
-    pub(crate) sizes: PutSizes,
+    end: usize,
     /// The file the bytes came from, for error messages.
     pub(crate) path: PathBuf,
 }
@@ -76,7 +66,7 @@ pub(crate) struct Payload {
 impl Payload {
     /// The encoded value.
     pub(crate) fn raw(&self) -> &[u8] {
-        &self.bytes[self.start..]
+        &self.bytes[self.start..self.end]
     }
 }
 
@@ -85,8 +75,11 @@ impl Payload {
 pub(crate) struct DiskTier {
     layout: Layout,
     mode: DiskMode,
+    options: DiskOptions,
     lock: Option<LockFile>,
     index: Option<IndexLog>,
+    segments: SegmentStore,
+    next_seq: u64,
     /// Value files written since the last sync.
     unsynced_files: HashSet<PathBuf>,
     /// Directories whose entries changed since the last sync.
@@ -95,8 +88,14 @@ pub(crate) struct DiskTier {
     fan_out_made: Box<[bool; 256]>,
     /// Index records appended since the last Commit.
     uncommitted: bool,
-    live_files: u64,
-    disk_bytes: u64,
+    /// Segment records that stop being live when the staged writes commit.
+    pending_dead: Vec<(u32, u64)>,
+    /// Segment records staged by this batch (dead if the batch fails after the segment write).
+    pending_live: Vec<(u32, u64)>,
+    /// Value files to delete once the staged writes are in their files.
+    pending_deletes: Vec<(PathBuf, u64)>,
+    own_files: u64,
+    own_file_bytes: u64,
     scratch: Vec<u8>,
 }
 
@@ -115,6 +114,7 @@ impl DiskTier {
         mode: DiskMode,
         meta: &Meta,
         lock_wait: Duration,
+        options: DiskOptions,
     ) -> Result<(DiskTier, Vec<RecoveredEntry>, OpenReport)> {
         let layout = Layout::new(root);
         let writable = mode != DiskMode::ReadOnly;
@@ -141,188 +141,37 @@ impl DiskTier {
             LockMode::Shared
         };
         let lock = LockFile::acquire(&layout.lock(), lock_mode, lock_wait, writable)?;
-        let sync = mode == DiskMode::Persistent;
-        check_or_create_meta(&layout, meta, writable, sync)?;
-
+        check_or_create_meta(&layout, meta, writable, mode == DiskMode::Persistent)?;
+        let segments =
+            SegmentStore::open(&layout.segments(), &[], options.max_segment_bytes, writable)?;
         let mut tier = DiskTier {
             layout,
             mode,
+            options,
             lock: Some(lock),
             index: None,
+            segments,
+            next_seq: 1,
             unsynced_files: HashSet::new(),
             unsynced_dirs: HashSet::new(),
             fan_out_made: Box::new([false; 256]),
             uncommitted: false,
-            live_files: 0,
-            disk_bytes: 0,
+            pending_dead: Vec::new(),
+            pending_live: Vec::new(),
+            pending_deletes: Vec::new(),
+            own_files: 0,
+            own_file_bytes: 0,
             scratch: Vec::new(),
         };
         let (entries, report) = tier.recover()?;
-        tier.live_files = entries.len() as u64;
-        tier.disk_bytes = entries
-            .iter()
-            .map(|e| file_bytes(e.key.len(), e.sizes.stored_len))
-            .sum();
+        for e in &entries {
+            if e.loc.place == Place::File {
+                tier.own_files += 1;
+                tier.own_file_bytes += file_bytes(e.key.len(), e.loc.stored_len);
+            }
+            tier.next_seq = tier.next_seq.max(e.loc.seq + 1);
+        }
         Ok((tier, entries, report))
-    }
-
-    /// Replays the index, scans the value files, reconciles them, and opens the index for
-    /// appending (rewriting it when anything was mended).
-    fn recover(&mut self) -> Result<(Vec<RecoveredEntry>, OpenReport)> {
-        let mut report = OpenReport::default();
-        if self.mode == DiskMode::Temp {
-            return Ok((Vec::new(), report));
-        }
-        let writable = self.mode == DiskMode::Persistent;
-        let index_path = self.layout.index();
-        let replay = match std::fs::read(&index_path) {
-            Ok(bytes) => match index_log::check_header(&bytes) {
-                Ok(()) => Some(index_log::replay(&bytes)),
-                Err(Some(version)) => {
-                    return Err(Error::UnsupportedFormat {
-                        path: index_path,
-                        version: version.into(),
-                    });
-                }
-                Err(None) => None,
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(&index_path, "read index", e)),
-        };
-        let (mut indexed, unflushed, records, valid_len) = match replay {
-            Some(r) => {
-                report.torn_index_tail = r.torn_tail;
-                (r.entries, r.unflushed, r.records, r.valid_len)
-            }
-            None => {
-                report.rebuilt_index = true;
-                (HashMap::new(), HashSet::new(), 0, 0)
-            }
-        };
-
-        let mut present = self.scan_value_files(writable)?;
-        let mut entries = Vec::with_capacity(indexed.len());
-        let mut to_sync = Vec::new();
-        for (key, sizes) in indexed.drain() {
-            let digest = KeyDigest::of(&key);
-            if !present.remove(&digest) {
-                report.dropped_missing += 1;
-                continue;
-            }
-            let mut sizes = sizes;
-            if unflushed.contains(&key) {
-                match self.check_file(digest) {
-                    Ok((file_key, file_sizes)) if file_key == key => sizes = file_sizes,
-                    _ => {
-                        report.discarded_damaged += 1;
-                        if writable {
-                            io::remove_file(&self.layout.value_file(digest))?;
-                        }
-                        continue;
-                    }
-                }
-                to_sync.push(digest);
-            }
-            entries.push(RecoveredEntry { key, sizes });
-        }
-        for digest in present {
-            match self.check_file(digest) {
-                Ok((key, sizes)) if KeyDigest::of(&key) == digest => {
-                    report.adopted_orphans += 1;
-                    to_sync.push(digest);
-                    entries.push(RecoveredEntry { key, sizes });
-                }
-                _ => {
-                    report.discarded_damaged += 1;
-                    if writable {
-                        io::remove_file(&self.layout.value_file(digest))?;
-                    }
-                }
-            }
-        }
-
-        if !writable {
-            return Ok((entries, report));
-        }
-        let mended = report != OpenReport::default();
-        let bloated = records > 2 * entries.len() as u64 + 1024;
-        if mended || bloated || !to_sync.is_empty() {
-            // The rewritten index ends with a Commit, so every file it names must be durable.
-            for digest in to_sync {
-                io::sync_file(&self.layout.value_file(digest))?;
-            }
-            self.sync_all_dirs()?;
-            self.index = Some(IndexLog::rewrite(
-                &index_path,
-                entries.iter().map(|e| (&e.key[..], e.sizes)),
-                true,
-            )?);
-            io::sync_dir(self.layout.root())?;
-        } else {
-            self.index = Some(IndexLog::open_append(&index_path, valid_len, records)?);
-        }
-        Ok((entries, report))
-    }
-
-    /// Lists the value files present, deleting leftover temporary files when writable.
-    fn scan_value_files(&mut self, writable: bool) -> Result<HashSet<KeyDigest>> {
-        let mut present = HashSet::new();
-        let values = self.layout.values();
-        let fans = match std::fs::read_dir(&values) {
-            Ok(fans) => fans,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(present),
-            Err(e) => return Err(Error::io(&values, "list directory", e)),
-        };
-        for fan in fans {
-            let fan = fan.map_err(|e| Error::io(&values, "list directory", e))?;
-            let fan_path = fan.path();
-            if !fan_path.is_dir() {
-                continue;
-            }
-            if let Some(i) = fan
-                .file_name()
-                .to_str()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-            {
-                self.fan_out_made[i as usize] = true;
-            }
-            let files = std::fs::read_dir(&fan_path)
-                .map_err(|e| Error::io(&fan_path, "list directory", e))?;
-            for file in files {
-                let file = file.map_err(|e| Error::io(&fan_path, "list directory", e))?;
-                let name = file.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if let Some(stem) = name.strip_suffix(layout::VALUE_SUFFIX) {
-                    if let Some(digest) = KeyDigest::from_hex(stem) {
-                        present.insert(digest);
-                    }
-                } else if name.ends_with(layout::TMP_SUFFIX) && writable {
-                    io::remove_file(&file.path())?;
-                }
-            }
-        }
-        Ok(present)
-    }
-
-    /// Reads and verifies the value file of `digest` in full.
-    fn check_file(&self, digest: KeyDigest) -> Result<(Vec<u8>, PutSizes), String> {
-        let path = self.layout.value_file(digest);
-        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-        let parsed = value_file::parse(&bytes)?;
-        Ok((
-            parsed.key.to_vec(),
-            PutSizes {
-                raw_len: parsed.header.raw_len,
-                stored_len: parsed.header.payload_len,
-            },
-        ))
-    }
-
-    fn sync_all_dirs(&mut self) -> Result<()> {
-        for dir in self.unsynced_dirs.drain() {
-            io::sync_dir(&dir)?;
-        }
-        Ok(())
     }
 
     fn refuse_if_read_only(&self) -> Result<()> {
@@ -344,132 +193,315 @@ impl DiskTier {
         self.layout.root()
     }
 
-    /// The path of the value file of an encoded key.
-    pub(crate) fn value_path(&self, key: &[u8]) -> PathBuf {
-        self.layout.value_file(KeyDigest::of(key))
+    /// The file a stored value lives in, for error messages.
+    pub(crate) fn path_of(&self, key: &[u8], loc: &DiskLoc) -> PathBuf {
+        match loc.place {
+            Place::File => self.layout.value_file(KeyDigest::of(key)),
+            Place::Segment(p) => self.segments.path_of(p.segment),
+        }
     }
 
-    /// Writes the encoded value `raw` of `key` to its value file (compressed when that helps)
-    /// and records it in the index. `previous` is the key's current file, if it has one.
-    /// On error nothing that was stored before is touched.
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Stores the encoded value `raw` of `key` (compressed when that helps): a staged segment
+    /// record for a small value, a value file written and renamed into place for a large one.
+    /// Either way its index record is staged. `previous` is where the key's value was stored.
     pub(crate) fn write_value(
         &mut self,
         key: &[u8],
         raw: &[u8],
         compression: Compression,
-        previous: Option<PutSizes>,
-    ) -> Result<PutSizes> {
+        previous: Option<DiskLoc>,
+    ) -> Result<DiskLoc> {
         self.refuse_if_read_only()?;
-        let digest = KeyDigest::of(key);
-        let dir = self.layout.value_dir(digest);
-        let fan_index = digest.fan_out_index();
-        if !self.fan_out_made[fan_index] {
-            io::create_dir(&dir)?;
-            self.fan_out_made[fan_index] = true;
-            self.unsynced_dirs.insert(self.layout.values());
-            self.unsynced_dirs.insert(self.layout.root().to_path_buf());
-        }
+        let seq = self.take_seq();
         let mut scratch = std::mem::take(&mut self.scratch);
         let compressed = compression.compress(raw, &mut scratch);
         let payload = if compressed { &scratch[..] } else { raw };
-        let prefix = value_file::encode_prefix(key, payload, raw.len() as u64, compressed);
+        let result = if (raw.len() as u64) < self.options.small_value_bytes {
+            self.segments
+                .stage(
+                    segment::KIND_VALUE,
+                    key,
+                    seq,
+                    payload,
+                    raw.len() as u64,
+                    compressed,
+                )
+                .map(Place::Segment)
+        } else {
+            self.write_value_file(key, payload, raw.len() as u64, compressed, seq)
+                .map(|()| Place::File)
+        };
+        let stored_len = payload.len() as u64;
+        self.scratch = scratch;
+        let place = result?;
+        let loc = DiskLoc {
+            place,
+            seq,
+            raw_len: raw.len() as u64,
+            stored_len,
+        };
+        self.after_put(key, loc, previous);
+        Ok(loc)
+    }
+
+    /// Stages a copy of the segment record at `loc` into the active segment, keeping its
+    /// sequence number (compaction).
+    pub(crate) fn copy_record(&mut self, key: &[u8], loc: DiskLoc) -> Result<DiskLoc> {
+        let Place::Segment(place) = loc.place else {
+            return Ok(loc);
+        };
+        let path = self.segments.path_of(place.segment);
+        let bytes = self
+            .segments
+            .read(place, segment::record_len(key.len(), loc.stored_len))?;
+        let record = segment::parse_record(&bytes).map_err(|r| Error::corrupt(&path, r))?;
+        if record.key != key {
+            return Err(Error::corrupt(&path, "record holds a different key"));
+        }
+        let new_place = self.segments.stage(
+            segment::KIND_VALUE,
+            key,
+            loc.seq,
+            record.payload,
+            record.header.raw_len,
+            record.header.compressed,
+        )?;
+        let new = DiskLoc {
+            place: Place::Segment(new_place),
+            ..loc
+        };
+        self.after_put(key, new, Some(loc));
+        Ok(new)
+    }
+
+    /// Bookkeeping after a value was stored at `loc` in place of `previous`.
+    fn after_put(&mut self, key: &[u8], loc: DiskLoc, previous: Option<DiskLoc>) {
+        if let Place::Segment(p) = loc.place {
+            self.pending_live
+                .push((p.segment, segment::record_len(key.len(), loc.stored_len)));
+        }
+        match previous.map(|prev| (prev, prev.place)) {
+            Some((prev, Place::Segment(p))) => self
+                .pending_dead
+                .push((p.segment, segment::record_len(key.len(), prev.stored_len))),
+            Some((prev, Place::File)) if loc.place != Place::File => {
+                // The value moved into a segment: its old file goes once the record is written.
+                let path = self.layout.value_file(KeyDigest::of(key));
+                self.pending_deletes
+                    .push((path, file_bytes(key.len(), prev.stored_len)));
+            }
+            Some((prev, Place::File)) => {
+                self.own_file_bytes = self
+                    .own_file_bytes
+                    .saturating_sub(file_bytes(key.len(), prev.stored_len));
+                self.own_file_bytes += file_bytes(key.len(), loc.stored_len);
+            }
+            None => {}
+        }
+        if loc.place == Place::File && previous.is_none_or(|p| p.place != Place::File) {
+            self.own_files += 1;
+            self.own_file_bytes += file_bytes(key.len(), loc.stored_len);
+        }
+        if let Some(index) = &mut self.index {
+            index.stage(&Record::Put { key, loc });
+        }
+    }
+
+    /// Writes a value file through a temporary name and renames it into place.
+    fn write_value_file(
+        &mut self,
+        key: &[u8],
+        payload: &[u8],
+        raw_len: u64,
+        compressed: bool,
+        seq: u64,
+    ) -> Result<()> {
+        let digest = KeyDigest::of(key);
+        let dir = self.layout.value_dir(digest);
+        let fan = digest.fan_out_index();
+        if !self.fan_out_made[fan] {
+            io::create_dir(&dir)?;
+            self.fan_out_made[fan] = true;
+            self.unsynced_dirs.insert(self.layout.values());
+            self.unsynced_dirs.insert(self.layout.root().to_path_buf());
+        }
+        let prefix = value_file::encode_prefix(key, payload, raw_len, compressed, seq);
         let path = self.layout.value_file(digest);
-        let written = io::write_then_rename(
+        io::write_then_rename(
             &self.layout.value_tmp(digest),
             &path,
             &[&prefix, payload],
             false,
-        );
-        let sizes = PutSizes {
-            raw_len: raw.len() as u64,
-            stored_len: payload.len() as u64,
-        };
-        self.scratch = scratch;
-        written?;
-        if let Some(index) = &mut self.index {
-            index.append(&Record::Put {
-                key,
-                raw_len: sizes.raw_len,
-                stored_len: sizes.stored_len,
-            })?;
-            self.uncommitted = true;
-        }
+        )?;
         if self.mode == DiskMode::Persistent {
             self.unsynced_files.insert(path);
             self.unsynced_dirs.insert(dir);
         }
-        match previous {
-            Some(old) => {
-                self.disk_bytes -= file_bytes(key.len(), old.stored_len).min(self.disk_bytes);
-            }
-            None => self.live_files += 1,
-        }
-        self.disk_bytes += file_bytes(key.len(), sizes.stored_len);
-        Ok(sizes)
+        Ok(())
     }
 
-    /// Reads and verifies the value of `key`, decompressing it.
-    pub(crate) fn read_value(&self, key: &[u8]) -> Result<Payload> {
-        let path = self.value_path(key);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::corrupt(&path, "value file is missing"));
+    /// Removes `key`'s stored value. A value file is deleted at once (before its Remove record,
+    /// so a crash between the two leaves an index entry whose file is missing, which open
+    /// drops); a segment record gets a staged tombstone.
+    pub(crate) fn remove_value(&mut self, key: &[u8], previous: DiskLoc) -> Result<()> {
+        self.refuse_if_read_only()?;
+        match previous.place {
+            Place::File => {
+                let digest = KeyDigest::of(key);
+                let path = self.layout.value_file(digest);
+                io::remove_file(&path)?;
+                self.unsynced_files.remove(&path);
+                self.own_files = self.own_files.saturating_sub(1);
+                self.own_file_bytes = self
+                    .own_file_bytes
+                    .saturating_sub(file_bytes(key.len(), previous.stored_len));
+                if self.mode == DiskMode::Persistent {
+                    self.unsynced_dirs.insert(self.layout.value_dir(digest));
+                }
             }
-            Err(e) => return Err(Error::io(&path, "read value file", e)),
-        };
-        let parsed = value_file::parse(&bytes).map_err(|reason| Error::corrupt(&path, reason))?;
-        if parsed.key != key {
-            return Err(Error::corrupt(&path, "file holds a different key"));
-        }
-        let header = parsed.header.clone();
-        let sizes = PutSizes {
-            raw_len: header.raw_len,
-            stored_len: header.payload_len,
-        };
-        if header.compressed {
-            // LZ4 expands at most about 255 times; a larger claim is damage, not a value.
-            if header.raw_len > header.payload_len.saturating_mul(255).saturating_add(64) {
-                return Err(Error::corrupt(
-                    &path,
-                    "raw length impossible for its payload",
+            Place::Segment(p) => {
+                let seq = self.take_seq();
+                self.segments
+                    .stage(segment::KIND_TOMBSTONE, key, seq, &[], 0, false)?;
+                self.pending_dead.push((
+                    p.segment,
+                    segment::record_len(key.len(), previous.stored_len),
                 ));
             }
-            let raw = lz4_decompress(parsed.payload, header.raw_len as usize)
-                .map_err(|reason| Error::corrupt(&path, reason))?;
+        }
+        if let Some(index) = &mut self.index {
+            index.stage(&Record::Remove { key });
+        }
+        Ok(())
+    }
+
+    /// Writes what is staged: segment records first, then index records (so an index record
+    /// never reaches its file before the record it names), then deletes files the batch made
+    /// obsolete. On error everything staged is forgotten and nothing stored before is touched.
+    pub(crate) fn commit_staged(&mut self) -> Result<()> {
+        if let Err(e) = self.segments.write_staged() {
+            self.discard_staged();
+            return Err(e);
+        }
+        if let Some(index) = &mut self.index {
+            if let Err(e) = index.write_staged() {
+                // The segment records are written but nothing names them: dead bytes.
+                self.discard_staged();
+                return Err(e);
+            }
+            self.uncommitted = true;
+        }
+        self.pending_live.clear();
+        for (id, len) in std::mem::take(&mut self.pending_dead) {
+            self.segments.mark_dead(id, len);
+        }
+        for (path, bytes) in std::mem::take(&mut self.pending_deletes) {
+            // A file left behind by a failed delete is older than the index entry that
+            // replaced it; open discards it by its sequence number.
+            if io::remove_file(&path).is_ok() {
+                self.unsynced_files.remove(&path);
+                self.own_files = self.own_files.saturating_sub(1);
+                self.own_file_bytes = self.own_file_bytes.saturating_sub(bytes);
+                if let Some(dir) = path.parent() {
+                    self.unsynced_dirs.insert(dir.to_path_buf());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets everything staged since the last commit.
+    pub(crate) fn discard_staged(&mut self) {
+        // Staged records were counted live; none of them is referred to now (some may have
+        // reached a file when a segment rolled over mid-batch: they are dead bytes there).
+        for (id, len) in std::mem::take(&mut self.pending_live) {
+            self.segments.mark_dead(id, len);
+        }
+        self.segments.discard_staged();
+        if let Some(index) = &mut self.index {
+            index.discard_staged();
+        }
+        self.pending_dead.clear();
+        self.pending_live.clear();
+        self.pending_deletes.clear();
+    }
+
+    /// Reads and verifies the value of `key` stored at `loc`, decompressing it.
+    pub(crate) fn read_value(&self, key: &[u8], loc: &DiskLoc) -> Result<Payload> {
+        let path = self.path_of(key, loc);
+        let (bytes, start, end, compressed, raw_len, stored_len) = match loc.place {
+            Place::File => {
+                let bytes = match std::fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(Error::corrupt(&path, "value file is missing"));
+                    }
+                    Err(e) => return Err(Error::io(&path, "read value file", e)),
+                };
+                let parsed = value_file::parse(&bytes).map_err(|r| Error::corrupt(&path, r))?;
+                if parsed.key != key {
+                    return Err(Error::corrupt(&path, "file holds a different key"));
+                }
+                let h = &parsed.header;
+                let (start, compressed, raw_len, stored_len) = (
+                    h.payload_offset as usize,
+                    h.compressed,
+                    h.raw_len,
+                    h.payload_len,
+                );
+                let end = bytes.len();
+                (bytes, start, end, compressed, raw_len, stored_len)
+            }
+            Place::Segment(place) => {
+                let bytes = self
+                    .segments
+                    .read(place, segment::record_len(key.len(), loc.stored_len))?;
+                let record = segment::parse_record(&bytes).map_err(|r| {
+                    Error::corrupt(&path, format!("record at offset {}: {r}", place.offset))
+                })?;
+                if record.key != key || record.header.kind != segment::KIND_VALUE {
+                    return Err(Error::corrupt(
+                        &path,
+                        format!("record at offset {} holds another key", place.offset),
+                    ));
+                }
+                let h = &record.header;
+                let start = segment::RECORD_HEADER_LEN + key.len();
+                let (compressed, raw_len, stored_len) = (h.compressed, h.raw_len, h.stored_len);
+                let end = bytes.len();
+                (bytes, start, end, compressed, raw_len, stored_len)
+            }
+        };
+        if !compressed {
             return Ok(Payload {
-                bytes: raw,
-                start: 0,
-                sizes,
+                bytes,
+                start,
+                end,
                 path,
             });
         }
+        // LZ4 expands at most about 255 times; a larger claim is damage, not a value.
+        if raw_len > stored_len.saturating_mul(255).saturating_add(64) {
+            return Err(Error::corrupt(
+                &path,
+                "raw length impossible for its payload",
+            ));
+        }
+        let raw = lz4_decompress(&bytes[start..end], raw_len as usize)
+            .map_err(|reason| Error::corrupt(&path, reason))?;
+        let end = raw.len();
         Ok(Payload {
-            start: header.payload_offset as usize,
-            bytes,
-            sizes,
+            bytes: raw,
+            start: 0,
+            end,
             path,
         })
-    }
-
-    /// Deletes the value file of `key` and records the removal. The file goes first: a crash
-    /// between the two leaves an index entry without a file, which open drops.
-    pub(crate) fn remove_value(&mut self, key: &[u8], previous: PutSizes) -> Result<()> {
-        self.refuse_if_read_only()?;
-        let digest = KeyDigest::of(key);
-        let path = self.layout.value_file(digest);
-        io::remove_file(&path)?;
-        self.unsynced_files.remove(&path);
-        self.live_files = self.live_files.saturating_sub(1);
-        self.disk_bytes -= file_bytes(key.len(), previous.stored_len).min(self.disk_bytes);
-        if self.mode == DiskMode::Persistent {
-            self.unsynced_dirs.insert(self.layout.value_dir(digest));
-        }
-        if let Some(index) = &mut self.index {
-            index.append(&Record::Remove { key })?;
-            self.uncommitted = true;
-        }
-        Ok(())
     }
 
     /// True when a sync has something to do.
@@ -481,35 +513,40 @@ impl DiskTier {
     }
 
     /// True when the index holds so many dead records that the next sync should rewrite it.
-    pub(crate) fn index_is_bloated(&self) -> bool {
+    pub(crate) fn index_is_bloated(&self, live_entries: u64) -> bool {
         self.index
             .as_ref()
-            .is_some_and(|i| i.records() > 2 * self.live_files + 1024)
+            .is_some_and(|i| i.records() > 2 * live_entries + 1024)
     }
 
-    /// Makes every file written so far durable: value files, their directories, then a Commit
-    /// record in the fsynced index. With `rewrite`, the index is replaced by one Put per entry
-    /// in it (every file the chest has) instead.
-    pub(crate) fn sync(&mut self, rewrite: Option<&[(Vec<u8>, PutSizes)]>) -> Result<()> {
+    /// Makes every write so far durable: segments, value files, their directories, then a
+    /// Commit record in the fsynced index. With `rewrite`, the index is replaced by one Put per
+    /// entry given (every stored value the chest has) instead.
+    pub(crate) fn sync(&mut self, rewrite: Option<&[(Vec<u8>, DiskLoc)]>) -> Result<()> {
         if self.mode != DiskMode::Persistent {
             return Ok(());
+        }
+        self.commit_staged()?;
+        if self.segments.sync()? {
+            // New segment files: their names must be durable too.
+            self.unsynced_dirs.insert(self.segments.dir().to_path_buf());
+            self.unsynced_dirs.insert(self.layout.root().to_path_buf());
         }
         for path in self.unsynced_files.iter() {
             io::sync_file(path)?;
         }
         self.unsynced_files.clear();
-        self.sync_all_dirs()?;
-        let index_path = self.layout.index();
+        self.sync_dirs()?;
         match rewrite {
             Some(puts) => {
-                let puts = puts.iter().map(|(key, sizes)| (&key[..], *sizes));
-                self.index = Some(IndexLog::rewrite(&index_path, puts, true)?);
+                let puts = puts.iter().map(|(key, loc)| (&key[..], *loc));
+                self.index = Some(IndexLog::rewrite(&self.layout.index(), puts, true)?);
                 io::sync_dir(self.layout.root())?;
             }
             None => {
                 if let Some(index) = &mut self.index {
                     index.append(&Record::Commit {
-                        unix_ms: index_log::now_unix_ms(),
+                        unix_ms: now_unix_ms(),
                     })?;
                     index.sync()?;
                 }
@@ -519,14 +556,55 @@ impl DiskTier {
         Ok(())
     }
 
-    /// Value files on disk.
-    pub(crate) fn live_files(&self) -> u64 {
-        self.live_files
+    /// Fsyncs every directory whose entries changed; one that does not exist (nothing was ever
+    /// created in it) has nothing to make durable.
+    fn sync_dirs(&mut self) -> Result<()> {
+        for dir in self.unsynced_dirs.drain() {
+            if dir.is_dir() {
+                io::sync_dir(&dir)?;
+            }
+        }
+        Ok(())
     }
 
-    /// Bytes of value files on disk.
+    /// Sealed segments that compaction should rewrite, emptiest first.
+    pub(crate) fn compaction_candidates(&self) -> Vec<u32> {
+        self.segments.compaction_candidates()
+    }
+
+    /// True when `loc` is a record of segment `id`.
+    pub(crate) fn is_in_segment(loc: &DiskLoc, id: u32) -> bool {
+        matches!(loc.place, Place::Segment(RecordPlace { segment, .. }) if segment == id)
+    }
+
+    /// Deletes segment `id` once nothing refers to it. For a persistent chest the caller must
+    /// have synced the copies of its records first.
+    pub(crate) fn remove_segment(&mut self, id: u32) -> Result<()> {
+        self.segments.remove_segment(id)?;
+        if self.mode == DiskMode::Persistent {
+            self.unsynced_dirs.insert(self.segments.dir().to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Value files on disk.
+    pub(crate) fn own_files(&self) -> u64 {
+        self.own_files
+    }
+
+    /// Segment files on disk.
+    pub(crate) fn segment_count(&self) -> u64 {
+        self.segments.count() as u64
+    }
+
+    /// Bytes of value files and segments on disk.
     pub(crate) fn disk_bytes(&self) -> u64 {
-        self.disk_bytes
+        self.own_file_bytes + self.segments.total_bytes()
+    }
+
+    /// Bytes of value files and of live segment records.
+    pub(crate) fn live_disk_bytes(&self) -> u64 {
+        self.own_file_bytes + self.segments.live_bytes()
     }
 
     /// Bytes of the index log.

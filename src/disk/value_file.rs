@@ -11,8 +11,8 @@
 //! 24      8   payload length S (stored bytes)
 //! 32      8   raw length R (the encoded value's length; equals S when not compressed)
 //! 40      8   xxh3-64 of the payload
-//! 48      8   xxh3-64 of bytes 0..48 followed by the key
-//! 56      8   reserved, 0
+//! 48      8   xxh3-64 of bytes 0..48, the key, and the sequence number
+//! 56      8   sequence number of the write (a higher one is newer)
 //! 64      K   key (the codec's encoding of the key)
 //! 64+K        zero padding up to P
 //! P       S   payload
@@ -41,6 +41,7 @@ pub(crate) struct ValueHeader {
     pub(crate) payload_len: u64,
     pub(crate) raw_len: u64,
     pub(crate) payload_checksum: u64,
+    pub(crate) seq: u64,
 }
 
 /// The payload offset for a key of `key_len` bytes.
@@ -49,7 +50,13 @@ fn payload_offset(key_len: usize) -> u64 {
 }
 
 /// The bytes that precede the payload: header, key, padding.
-pub(crate) fn encode_prefix(key: &[u8], payload: &[u8], raw_len: u64, compressed: bool) -> Vec<u8> {
+pub(crate) fn encode_prefix(
+    key: &[u8],
+    payload: &[u8],
+    raw_len: u64,
+    compressed: bool,
+    seq: u64,
+) -> Vec<u8> {
     let offset = payload_offset(key.len());
     let mut out = Vec::with_capacity(offset as usize);
     out.extend_from_slice(&MAGIC);
@@ -60,18 +67,19 @@ pub(crate) fn encode_prefix(key: &[u8], payload: &[u8], raw_len: u64, compressed
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&raw_len.to_le_bytes());
     out.extend_from_slice(&checksum(payload).to_le_bytes());
-    let header_sum = header_checksum(&out, key);
+    let header_sum = header_checksum(&out, key, seq);
     out.extend_from_slice(&header_sum.to_le_bytes());
-    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(key);
     out.resize(offset as usize, 0);
     out
 }
 
-fn header_checksum(first_48: &[u8], key: &[u8]) -> u64 {
+fn header_checksum(first_48: &[u8], key: &[u8], seq: u64) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(first_48);
     h.update(key);
+    h.update(&seq.to_le_bytes());
     h.digest()
 }
 
@@ -98,11 +106,11 @@ pub(crate) fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<(ValueHeader, 
     let raw_len = c.u64().ok_or_else(short)?;
     let payload_checksum = c.u64().ok_or_else(short)?;
     let stored_header_sum = c.u64().ok_or_else(short)?;
-    let _reserved = c.u64().ok_or_else(short)?;
+    let seq = c.u64().ok_or_else(short)?;
     let key = c
         .take(key_len as usize)
         .ok_or_else(|| format!("key of {key_len} bytes runs past the end of the file"))?;
-    if header_checksum(&bytes[..48], key) != stored_header_sum {
+    if header_checksum(&bytes[..48], key, seq) != stored_header_sum {
         return Err("header checksum mismatch".into());
     }
     if offset != payload_offset(key_len as usize) {
@@ -129,6 +137,7 @@ pub(crate) fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<(ValueHeader, 
         payload_len,
         raw_len,
         payload_checksum,
+        seq,
     };
     Ok((header, key))
 }
@@ -163,7 +172,7 @@ mod tests {
     use super::*;
 
     fn file(key: &[u8], payload: &[u8]) -> Vec<u8> {
-        let mut f = encode_prefix(key, payload, payload.len() as u64, false);
+        let mut f = encode_prefix(key, payload, payload.len() as u64, false, 3);
         f.extend_from_slice(payload);
         f
     }

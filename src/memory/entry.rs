@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Weak};
 
-use crate::disk::PutSizes;
+use crate::disk::DiskLoc;
 
 /// Where an entry's value is held.
 #[derive(Debug)]
@@ -14,10 +14,10 @@ pub(crate) enum Held<V> {
     Disk { weak: Weak<V> },
 }
 
-/// The value file a key has.
+/// The stored copy a key has on disk (the one the index names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DiskCopy {
-    pub(crate) sizes: PutSizes,
+    pub(crate) loc: DiskLoc,
     /// False when the value changed in memory after the file was written (the file is stale
     /// and must be rewritten before the value can leave memory).
     pub(crate) current: bool,

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
+use crate::disk::DiskLoc;
 pub(crate) use entry::{DiskCopy, Entry, Held};
 use order::EvictionOrder;
 pub use order::Policy;
@@ -78,16 +79,43 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         }
     }
 
-    /// Records that `key`'s current value now has the disk copy `sizes`.
-    pub(crate) fn set_disk_current(&mut self, key: &K, sizes: crate::disk::PutSizes) {
+    /// Records that `key`'s current value now has the disk copy at `loc`.
+    pub(crate) fn set_disk_current(&mut self, key: &K, loc: DiskLoc) {
         if let Some(entry) = self.entries.get_mut(key) {
             if !entry.disk_is_current() {
                 self.on_disk += 1;
             }
-            entry.disk = Some(DiskCopy {
-                sizes,
-                current: true,
-            });
+            entry.disk = Some(DiskCopy { loc, current: true });
+        }
+    }
+
+    /// Records that `key`'s disk copy moved to `loc` (compaction), current or not as before.
+    pub(crate) fn relocate(&mut self, key: &K, loc: DiskLoc) {
+        if let Some(copy) = self.entries.get_mut(key).and_then(|e| e.disk.as_mut()) {
+            copy.loc = loc;
+        }
+    }
+
+    /// Takes victims out of the eviction order, in order, until their weights add up to at
+    /// least `bytes`. They stay in memory: each must then be [`demote`](Self::demote)d or put
+    /// back with [`restore_victim`](Self::restore_victim).
+    pub(crate) fn take_victims(&mut self, bytes: u64) -> Vec<(K, u64)> {
+        let mut out = Vec::new();
+        let mut freed = 0;
+        while freed < bytes {
+            let Some((key, priority)) = self.order.pop() else {
+                break;
+            };
+            freed += self.memory_weight(&key).unwrap_or(0);
+            out.push((key, priority));
+        }
+        out
+    }
+
+    /// Puts back a victim that could not leave memory.
+    pub(crate) fn restore_victim(&mut self, key: K, priority: u64) {
+        if self.memory_weight(&key).is_some() {
+            self.order.restore(key, priority);
         }
     }
 
@@ -163,7 +191,7 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::PutSizes;
+    use crate::disk::{DiskLoc, Place};
 
     fn hot(v: u32, weight: u64) -> Entry<u32> {
         Entry {
@@ -183,11 +211,13 @@ mod tests {
         assert_eq!((m.memory_bytes(), m.in_memory()), (30, 2));
         m.put("a", hot(3, 5));
         assert_eq!(m.memory_bytes(), 25);
-        let sizes = PutSizes {
+        let loc = DiskLoc {
+            place: Place::File,
+            seq: 1,
             raw_len: 20,
             stored_len: 20,
         };
-        m.set_disk_current(&"b", sizes);
+        m.set_disk_current(&"b", loc);
         assert_eq!(m.on_disk(), 1);
         let kept = m.entry(&"b").unwrap().live_value().unwrap();
         m.demote(&"b");
@@ -199,6 +229,12 @@ mod tests {
         drop(kept);
         assert!(m.entry(&"b").unwrap().live_value().is_none());
         m.remove(&"b");
+        let victims = m.take_victims(1);
+        assert_eq!(victims.len(), 1);
+        assert_eq!(m.memory_bytes(), 5, "a taken victim is still in memory");
+        let (k, p) = victims.into_iter().next().unwrap();
+        m.restore_victim(k, p);
+        assert_eq!(m.next_victim(), Some(&"a"));
         m.remove(&"a");
         assert_eq!(
             (m.memory_bytes(), m.in_memory(), m.len(), m.on_disk()),

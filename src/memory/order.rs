@@ -57,6 +57,16 @@ impl<K: Hash + Eq> EvictionOrder<K> {
         }
     }
 
+    /// Takes the next victim out of the order, with its priority.
+    pub(crate) fn pop(&mut self) -> Option<(K, u64)> {
+        self.queue.pop()
+    }
+
+    /// Puts back a victim taken by [`pop`](Self::pop), in the place it had.
+    pub(crate) fn restore(&mut self, key: K, priority: u64) {
+        self.queue.push(key, priority);
+    }
+
     pub(crate) fn remove(&mut self, key: &K) {
         self.queue.remove(key);
     }

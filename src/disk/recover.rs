@@ -1,0 +1,357 @@
+//! Opening a chest directory after anything, a clean close or a crash: replay the index, list
+//! the files, and reconcile the two. When the index is missing or unreadable, rebuild it from
+//! the files' own records, the highest sequence number of each key winning. The rules and why
+//! they make a crash harmless are in `docs/design.md`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use crate::disk::index_log::{self, IndexLog, Replay};
+use crate::disk::layout::{self, KeyDigest};
+use crate::disk::segment::{self, RecordPlace};
+use crate::disk::{DiskLoc, DiskMode, DiskTier, Place, io, value_file};
+use crate::error::{Error, Result};
+
+/// What opening found and mended.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct OpenReport {
+    /// Why the index replay stopped early (a torn tail), if it did.
+    pub(crate) torn_index_tail: Option<String>,
+    /// Index entries dropped because their value file or record was missing.
+    pub(crate) dropped_missing: u64,
+    /// Values found without an index entry (or newer than it), verified and adopted.
+    pub(crate) adopted_orphans: u64,
+    /// Values that failed verification on open and were discarded.
+    pub(crate) discarded_damaged: u64,
+    /// The index was missing or unreadable and was rebuilt from the files.
+    pub(crate) rebuilt_index: bool,
+}
+
+/// A key found on disk when opening.
+#[derive(Debug)]
+pub(crate) struct RecoveredEntry {
+    pub(crate) key: Vec<u8>,
+    pub(crate) loc: DiskLoc,
+}
+
+impl DiskTier {
+    /// Replays the index, scans the files, reconciles them, and opens the index for appending
+    /// (rewriting it when anything was mended).
+    pub(super) fn recover(&mut self) -> Result<(Vec<RecoveredEntry>, OpenReport)> {
+        let mut report = OpenReport::default();
+        if self.mode == DiskMode::Temp {
+            return Ok((Vec::new(), report));
+        }
+        let writable = self.mode == DiskMode::Persistent;
+        let index_path = self.layout.index();
+        let replay = match std::fs::read(&index_path) {
+            Ok(bytes) => match index_log::check_header(&bytes) {
+                Ok(()) => Some(index_log::replay(&bytes)),
+                Err(Some(version)) => {
+                    return Err(Error::UnsupportedFormat {
+                        path: index_path,
+                        version: version.into(),
+                    });
+                }
+                Err(None) => None,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(&index_path, "read index", e)),
+        };
+        let present = self.scan_value_files(writable)?;
+        let found_segments = self.scan_segment_files()?;
+        self.segments = segment::SegmentStore::open(
+            &self.layout.segments(),
+            &found_segments,
+            self.options.max_segment_bytes,
+            writable,
+        )?;
+        let (records, valid_len, mut to_sync, entries) = match replay {
+            Some(replay) => {
+                let (records, valid_len) = (replay.records, replay.valid_len);
+                report.torn_index_tail = replay.torn_tail.clone();
+                let (entries, to_sync) = self.reconcile(replay, present, writable, &mut report)?;
+                (records, valid_len, to_sync, entries)
+            }
+            None => {
+                report.rebuilt_index = true;
+                let (entries, to_sync) = self.rebuild(present, writable, &mut report)?;
+                (0, 0, to_sync, entries)
+            }
+        };
+        let mut live_end: HashMap<u32, u64> = HashMap::new();
+        for e in &entries {
+            if let Place::Segment(p) = e.loc.place {
+                let len = segment::record_len(e.key.len(), e.loc.stored_len);
+                self.segments.add_live(p.segment, len);
+                let end = live_end.entry(p.segment).or_default();
+                *end = (*end).max(p.offset + len);
+            }
+        }
+        if !writable {
+            return Ok((entries, report));
+        }
+        self.segments.resume_last(&live_end)?;
+        let mended = report != OpenReport::default();
+        let bloated = records > 2 * entries.len() as u64 + 1024;
+        if mended || bloated || !to_sync.is_empty() {
+            // The rewritten index ends with a Commit, so every file it names must be durable.
+            to_sync.sort();
+            to_sync.dedup();
+            for path in to_sync {
+                io::sync_file(&path)?;
+            }
+            self.unsynced_dirs.insert(self.layout.values());
+            self.sync_dirs()?;
+            self.index = Some(IndexLog::rewrite(
+                &index_path,
+                entries.iter().map(|e| (&e.key[..], e.loc)),
+                true,
+            )?);
+            io::sync_dir(self.layout.root())?;
+        } else {
+            self.index = Some(IndexLog::open_append(&index_path, valid_len, records)?);
+        }
+        Ok((entries, report))
+    }
+
+    /// Applies the reconciliation rules to a replayed index. Returns the entries and the files
+    /// whose verified contents must be synced before the index vouches for them.
+    fn reconcile(
+        &mut self,
+        replay: Replay,
+        mut present: HashSet<KeyDigest>,
+        writable: bool,
+        report: &mut OpenReport,
+    ) -> Result<(Vec<RecoveredEntry>, Vec<PathBuf>)> {
+        let mut entries = Vec::with_capacity(replay.entries.len());
+        let mut to_sync = Vec::new();
+        for (key, loc) in replay.entries {
+            let digest = KeyDigest::of(&key);
+            let has_file = present.remove(&digest);
+            let unflushed = replay.unflushed.contains(&key);
+            let mut chosen = match loc.place {
+                Place::File if !has_file => {
+                    report.dropped_missing += 1;
+                    None
+                }
+                Place::File if unflushed => match self.check_file(digest) {
+                    Ok((file_key, file_loc)) if file_key == key => {
+                        to_sync.push(self.layout.value_file(digest));
+                        Some(file_loc)
+                    }
+                    _ => {
+                        self.discard_file(digest, writable, report)?;
+                        None
+                    }
+                },
+                Place::File => Some(loc),
+                Place::Segment(place) => {
+                    let len = segment::record_len(key.len(), loc.stored_len);
+                    if !self.segments.contains(place, len) {
+                        report.dropped_missing += 1;
+                        None
+                    } else if unflushed && !self.record_is_sound(&key, place, len, loc.seq) {
+                        report.discarded_damaged += 1;
+                        None
+                    } else {
+                        if unflushed {
+                            to_sync.push(self.segments.path_of(place.segment));
+                        }
+                        Some(loc)
+                    }
+                }
+            };
+            if has_file && loc.place != Place::File {
+                // A value file beside a segment record: a spill to a file whose Put record was
+                // lost, or an older file whose delete was lost. The higher sequence wins.
+                match self.check_file(digest) {
+                    Ok((file_key, file_loc))
+                        if file_key == key && chosen.is_none_or(|c| file_loc.seq > c.seq) =>
+                    {
+                        report.adopted_orphans += 1;
+                        to_sync.push(self.layout.value_file(digest));
+                        chosen = Some(file_loc);
+                    }
+                    _ => self.discard_file(digest, writable, report)?,
+                }
+            }
+            if let Some(loc) = chosen {
+                entries.push(RecoveredEntry { key, loc });
+            }
+        }
+        for digest in present {
+            match self.check_file(digest) {
+                Ok((key, loc)) if KeyDigest::of(&key) == digest => {
+                    report.adopted_orphans += 1;
+                    to_sync.push(self.layout.value_file(digest));
+                    entries.push(RecoveredEntry { key, loc });
+                }
+                _ => self.discard_file(digest, writable, report)?,
+            }
+        }
+        Ok((entries, to_sync))
+    }
+
+    /// Rebuilds the entries from every segment record and value file: for each key the record
+    /// with the highest sequence number wins, and a tombstone means the key was removed.
+    pub(super) fn rebuild(
+        &mut self,
+        present: HashSet<KeyDigest>,
+        writable: bool,
+        report: &mut OpenReport,
+    ) -> Result<(Vec<RecoveredEntry>, Vec<PathBuf>)> {
+        let mut best: HashMap<Vec<u8>, (u64, Option<DiskLoc>)> = HashMap::new();
+        let mut offer = |key: &[u8], seq: u64, loc: Option<DiskLoc>| {
+            let slot = best.entry(key.to_vec()).or_insert((0, None));
+            if seq >= slot.0 {
+                *slot = (seq, loc);
+            }
+        };
+        let mut to_sync = Vec::new();
+        for id in self.segments.ids() {
+            let path = self.segments.path_of(id);
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read segment", e))?;
+            let stopped = segment::scan(&bytes, |offset, record| {
+                let h = &record.header;
+                let loc = (h.kind == segment::KIND_VALUE).then_some(DiskLoc {
+                    place: Place::Segment(RecordPlace {
+                        segment: id,
+                        offset,
+                    }),
+                    seq: h.seq,
+                    raw_len: h.raw_len,
+                    stored_len: h.stored_len,
+                });
+                offer(record.key, h.seq, loc);
+            });
+            if !matches!(stopped, Ok(None)) {
+                report.discarded_damaged += 1;
+            }
+            to_sync.push(path);
+        }
+        for digest in present {
+            match self.check_file(digest) {
+                Ok((key, loc)) if KeyDigest::of(&key) == digest => {
+                    to_sync.push(self.layout.value_file(digest));
+                    offer(&key, loc.seq, Some(loc));
+                }
+                _ => self.discard_file(digest, writable, report)?,
+            }
+        }
+        let entries: Vec<RecoveredEntry> = best
+            .into_iter()
+            .filter_map(|(key, (_, loc))| loc.map(|loc| RecoveredEntry { key, loc }))
+            .collect();
+        report.adopted_orphans += entries.len() as u64;
+        Ok((entries, to_sync))
+    }
+
+    /// Lists the value files present, deleting leftover temporary files when writable.
+    fn scan_value_files(&mut self, writable: bool) -> Result<HashSet<KeyDigest>> {
+        let mut present = HashSet::new();
+        let values = self.layout.values();
+        let fans = match std::fs::read_dir(&values) {
+            Ok(fans) => fans,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(present),
+            Err(e) => return Err(Error::io(&values, "list directory", e)),
+        };
+        for fan in fans {
+            let fan = fan.map_err(|e| Error::io(&values, "list directory", e))?;
+            let fan_path = fan.path();
+            if !fan_path.is_dir() {
+                continue;
+            }
+            if let Some(i) = fan
+                .file_name()
+                .to_str()
+                .and_then(|s| u8::from_str_radix(s, 16).ok())
+            {
+                self.fan_out_made[i as usize] = true;
+            }
+            let files = std::fs::read_dir(&fan_path)
+                .map_err(|e| Error::io(&fan_path, "list directory", e))?;
+            for file in files {
+                let file = file.map_err(|e| Error::io(&fan_path, "list directory", e))?;
+                let name = file.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if let Some(stem) = name.strip_suffix(layout::VALUE_SUFFIX) {
+                    if let Some(digest) = KeyDigest::from_hex(stem) {
+                        present.insert(digest);
+                    }
+                } else if name.ends_with(layout::TMP_SUFFIX) && writable {
+                    io::remove_file(&file.path())?;
+                }
+            }
+        }
+        Ok(present)
+    }
+
+    /// Lists the segment files present, with their lengths.
+    fn scan_segment_files(&self) -> Result<Vec<(u32, u64)>> {
+        let dir = self.layout.segments();
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&dir, "list directory", e)),
+        };
+        let mut out = Vec::new();
+        for entry in listing {
+            let entry = entry.map_err(|e| Error::io(&dir, "list directory", e))?;
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(segment::parse_file_name)
+            else {
+                continue;
+            };
+            let len = entry
+                .metadata()
+                .map_err(|e| Error::io(entry.path(), "stat segment", e))?
+                .len();
+            out.push((id, len));
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Reads and verifies the value file of `digest` in full.
+    fn check_file(&self, digest: KeyDigest) -> Result<(Vec<u8>, DiskLoc), String> {
+        let path = self.layout.value_file(digest);
+        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+        let parsed = value_file::parse(&bytes)?;
+        let h = &parsed.header;
+        Ok((
+            parsed.key.to_vec(),
+            DiskLoc {
+                place: Place::File,
+                seq: h.seq,
+                raw_len: h.raw_len,
+                stored_len: h.payload_len,
+            },
+        ))
+    }
+
+    /// True when the segment record at `place` is whole and is `key`'s write `seq`.
+    fn record_is_sound(&self, key: &[u8], place: RecordPlace, len: u64, seq: u64) -> bool {
+        self.segments.read(place, len).is_ok_and(|bytes| {
+            segment::parse_record(&bytes).is_ok_and(|r| {
+                r.key == key && r.header.seq == seq && r.header.kind == segment::KIND_VALUE
+            })
+        })
+    }
+
+    /// Counts a damaged or stale value file and deletes it when writable.
+    fn discard_file(
+        &self,
+        digest: KeyDigest,
+        writable: bool,
+        report: &mut OpenReport,
+    ) -> Result<()> {
+        report.discarded_damaged += 1;
+        if writable {
+            io::remove_file(&self.layout.value_file(digest))?;
+        }
+        Ok(())
+    }
+}
