@@ -3,7 +3,7 @@
 //! of them panics or allocates more than a small multiple of its input, whatever the bytes.
 //! The layouts are described in `docs/design.md`.
 
-use crate::disk::{index_log, meta, value_file};
+use crate::disk::{index_log, meta, segment, value_file};
 
 /// What a valid value file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,4 +102,51 @@ pub fn check_meta(bytes: &[u8]) -> Result<MetaSummary, String> {
         Err(meta::MetaError::Bad(reason)) => Err(reason),
         Err(meta::MetaError::Version(v)) => Err(format!("unsupported format version {v}")),
     }
+}
+
+/// What walking a segment file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentSummary {
+    /// The segment's id, from its header.
+    pub id: u32,
+    /// Value records that passed every check.
+    pub values: u64,
+    /// Tombstone records (removals) that passed every check.
+    pub tombstones: u64,
+    /// Where the walk stopped before the end, and why (a torn tail or damage), if it did.
+    pub stopped: Option<(u64, String)>,
+}
+
+/// Walks a whole segment file, checking every record (both checksums, and that a compressed
+/// payload expands to its stated length).
+///
+/// # Errors
+/// When the file header is not a segment header this build can read.
+pub fn check_segment(bytes: &[u8]) -> Result<SegmentSummary, String> {
+    let id = segment::parse_file_header(bytes)?;
+    let (mut values, mut tombstones) = (0, 0);
+    let mut bad_payload = None;
+    let stopped = segment::scan(bytes, |offset, record| {
+        let h = &record.header;
+        if h.kind == segment::KIND_TOMBSTONE {
+            tombstones += 1;
+            return;
+        }
+        values += 1;
+        if h.compressed && bad_payload.is_none() {
+            let plausible = h.raw_len <= h.stored_len.saturating_mul(255).saturating_add(64);
+            let expands = plausible
+                && crate::codec::lz4_decompress(record.payload, h.raw_len as usize).is_ok();
+            if !expands {
+                bad_payload = Some((offset, "compressed payload does not expand".to_string()));
+            }
+        }
+    })?;
+    Ok(SegmentSummary {
+        id,
+        values,
+        tombstones,
+        stopped: bad_payload.or(stopped),
+    })
 }

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use spillchest::Chest;
-use spillchest::format::{check_index_log, check_meta, check_value_file};
+use spillchest::format::{check_index_log, check_meta, check_segment, check_value_file};
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,6 +58,21 @@ fn meta_corpus_never_panics_and_seeds_parse() {
     assert!(valid > 0);
 }
 
+#[test]
+fn segment_corpus_never_panics_and_seeds_parse() {
+    let mut valid = 0;
+    for (name, bytes) in corpus("segment") {
+        match check_segment(&bytes) {
+            Ok(summary) if summary.stopped.is_none() => valid += 1,
+            _ => assert!(
+                !name.contains("seed-valid"),
+                "{name} should walk to its end"
+            ),
+        }
+    }
+    assert!(valid > 0);
+}
+
 /// Writes the seed corpus from a real chest: `cargo test --test fuzz_corpus -- --ignored`.
 #[test]
 #[ignore = "regenerates fuzz/corpus seeds; run by hand after a format change"]
@@ -66,18 +81,32 @@ fn regenerate_seed_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seed.chest");
     {
+        // Values from 1000 bytes get their own file; smaller ones go into the segment.
         let chest: Chest<String, Vec<u8>> = Chest::builder()
             .path(&path)
             .budget(0)
+            .small_value_bytes(1000)
             .compression(spillchest::Compression::Lz4)
             .open()
             .unwrap();
-        chest.insert("plain".into(), (0..200u8).collect()).unwrap();
+        chest
+            .insert("plain".into(), (0..=255u8).cycle().take(2000).collect())
+            .unwrap();
         chest.insert("packed".into(), vec![7; 4000]).unwrap();
+        chest.insert("small".into(), (0..200u8).collect()).unwrap();
+        chest.insert("small-packed".into(), vec![3; 900]).unwrap();
         chest.insert("gone".into(), vec![1]).unwrap();
         chest.remove(&"gone".to_string()).unwrap();
         chest.close().unwrap();
     }
+    let segment = fs::read(path.join("segments/00000001.seg")).unwrap();
+    fs::create_dir_all(root.join("segment")).unwrap();
+    fs::write(root.join("segment/seed-valid-segment"), &segment).unwrap();
+    fs::write(
+        root.join("segment/seed-torn-segment"),
+        &segment[..segment.len() - 5],
+    )
+    .unwrap();
     for target in ["value_file", "index_log", "meta"] {
         fs::create_dir_all(root.join(target)).unwrap();
     }
