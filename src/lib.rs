@@ -89,6 +89,7 @@
 //!           ├─ value files   disk/value_file.rs `values/xx/<digest>.val`: header, key, payload
 //!           └─ layout, io    disk/layout.rs, disk/io.rs: paths from KeyDigest, atomic writes
 //!  format                    format.rs         public checks of each file format (fuzz targets)
+//!  verify_path, repair       verify.rs         check a chest's files; rebuild its index from them
 //! ```
 //!
 //! A value's *weight* is its encoded size (or what a user [`ChestBuilder::weigher`] says).
@@ -105,6 +106,7 @@ mod error;
 pub mod format;
 mod memory;
 mod stats;
+mod verify;
 
 pub use chest::{
     Chest, ChestBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SMALL_VALUE_BYTES,
@@ -114,3 +116,4 @@ pub use disk::KeyDigest;
 pub use error::{Error, Result};
 pub use memory::Policy;
 pub use stats::Stats;
+pub use verify::{Damage, RepairReport, VerifyReport, repair, verify_path};

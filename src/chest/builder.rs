@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::chest::Chest;
 use crate::chest::state::{State, StateOptions, Weigher};
 use crate::codec::{Bincode, Codec, Compression};
-use crate::disk::{DiskMode, DiskOptions, DiskTier, Meta};
+use crate::disk::{DiskMode, DiskOptions, DiskTier, Meta, MetaCheck};
 use crate::error::{Error, Result};
 use crate::memory::Policy;
 
@@ -204,8 +204,15 @@ where
         let options = DiskOptions {
             small_value_bytes: self.small_value_bytes,
             max_segment_bytes: self.segment_bytes,
+            rebuild_index: false,
         };
-        let (disk, found, report) = DiskTier::open(&root, mode, &meta, self.lock_wait, options)?;
+        let (disk, found, report) = DiskTier::open(
+            &root,
+            mode,
+            MetaCheck::Expect(&meta),
+            self.lock_wait,
+            options,
+        )?;
         let state = State::recover(
             disk,
             found,

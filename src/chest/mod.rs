@@ -175,6 +175,17 @@ where
         &self.path
     }
 
+    /// Reads back every stored value and walks every segment, checking lengths, checksums and
+    /// keys, and reports what is damaged. Values held only in memory are not on disk yet and
+    /// are not checked.
+    ///
+    /// # Errors
+    /// [`Error::Encode`](crate::Error::Encode) if a key cannot be encoded; damage is reported,
+    /// not returned as an error.
+    pub fn verify(&self) -> Result<crate::VerifyReport> {
+        self.state.lock().verify()
+    }
+
     /// A snapshot of the chest's counters.
     pub fn stats(&self) -> Stats {
         self.state.lock().stats()

@@ -565,6 +565,12 @@ where
         }
     }
 
+    /// Checks every stored copy and segment.
+    pub(crate) fn verify(&mut self) -> Result<crate::VerifyReport> {
+        let copies = self.stored_copies()?;
+        Ok(self.disk.verify(&copies))
+    }
+
     /// Every key's stored copy, for an index rewrite.
     fn stored_copies(&self) -> Result<Vec<(Vec<u8>, DiskLoc)>> {
         let mut puts = Vec::with_capacity(self.memory.len());

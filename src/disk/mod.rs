@@ -44,6 +44,15 @@ pub(crate) enum DiskMode {
     ReadOnly,
 }
 
+/// What opening requires of the chest's metadata.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum MetaCheck<'a> {
+    /// The chest must hold exactly this (written if the chest is new).
+    Expect(&'a Meta),
+    /// Any existing chest (tools that do not know the types: verify, repair).
+    Any,
+}
+
 /// Sizes that shape the disk tier.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DiskOptions {
@@ -51,6 +60,8 @@ pub(crate) struct DiskOptions {
     pub(crate) small_value_bytes: u64,
     /// A segment is sealed and a new one started when a record would take it past this.
     pub(crate) max_segment_bytes: u64,
+    /// Ignore the index and rebuild it from the files' own records (repair).
+    pub(crate) rebuild_index: bool,
 }
 
 /// A value's encoded bytes read back from disk.
@@ -112,7 +123,7 @@ impl DiskTier {
     pub(crate) fn open(
         root: &Path,
         mode: DiskMode,
-        meta: &Meta,
+        meta: MetaCheck<'_>,
         lock_wait: Duration,
         options: DiskOptions,
     ) -> Result<(DiskTier, Vec<RecoveredEntry>, OpenReport)> {
@@ -141,7 +152,14 @@ impl DiskTier {
             LockMode::Shared
         };
         let lock = LockFile::acquire(&layout.lock(), lock_mode, lock_wait, writable)?;
-        check_or_create_meta(&layout, meta, writable, mode == DiskMode::Persistent)?;
+        match meta {
+            MetaCheck::Expect(expected) => {
+                check_or_create_meta(&layout, expected, writable, mode == DiskMode::Persistent)?;
+            }
+            MetaCheck::Any => {
+                read_meta(&layout)?;
+            }
+        }
         let segments =
             SegmentStore::open(&layout.segments(), &[], options.max_segment_bytes, writable)?;
         let mut tier = DiskTier {
@@ -567,6 +585,30 @@ impl DiskTier {
         Ok(())
     }
 
+    /// Walks every segment record by record: its length, or why the walk stopped early.
+    pub(crate) fn walk_segments(&self) -> Vec<(PathBuf, Result<u64, String>)> {
+        self.segments
+            .ids()
+            .into_iter()
+            .map(|id| {
+                let path = self.segments.path_of(id);
+                let outcome = match std::fs::read(&path) {
+                    Ok(bytes) => match crate::format::check_segment(&bytes) {
+                        Ok(summary) => match summary.stopped {
+                            None => Ok(bytes.len() as u64),
+                            Some((at, why)) => {
+                                Err(format!("records from offset {at} unreadable: {why}"))
+                            }
+                        },
+                        Err(why) => Err(why),
+                    },
+                    Err(e) => Err(e.to_string()),
+                };
+                (path, outcome)
+            })
+            .collect()
+    }
+
     /// Sealed segments that compaction should rewrite, emptiest first.
     pub(crate) fn compaction_candidates(&self) -> Vec<u32> {
         self.segments.compaction_candidates()
@@ -635,6 +677,27 @@ fn looks_empty(root: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// Reads the metadata of an existing chest, whatever it holds.
+fn read_meta(layout: &Layout) -> Result<Meta> {
+    let path = layout.meta();
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotAChest {
+                path: layout.root().to_path_buf(),
+            });
+        }
+        Err(e) => return Err(Error::io(&path, "read metadata", e)),
+    };
+    Meta::parse(&bytes).map_err(|e| match e {
+        meta::MetaError::Bad(reason) => Error::corrupt(&path, reason),
+        meta::MetaError::Version(v) => Error::UnsupportedFormat {
+            path: path.clone(),
+            version: v.into(),
+        },
+    })
+}
+
 /// Checks the metadata against `expected`, or writes it for a new chest.
 fn check_or_create_meta(
     layout: &Layout,
@@ -643,39 +706,25 @@ fn check_or_create_meta(
     sync: bool,
 ) -> Result<()> {
     let path = layout.meta();
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let found = Meta::parse(&bytes).map_err(|e| match e {
-                meta::MetaError::Bad(reason) => Error::corrupt(&path, reason),
-                meta::MetaError::Version(v) => Error::UnsupportedFormat {
-                    path: path.clone(),
-                    version: v.into(),
-                },
-            })?;
-            if !found.same_contents(expected) {
-                return Err(Error::TypeMismatch {
-                    path,
-                    expected: expected.describe(),
-                    found: found.describe(),
-                });
-            }
-            Ok(())
+    if !path.exists() && writable {
+        io::write_then_rename(
+            &layout.root().join("meta.tmp"),
+            &path,
+            &[&expected.encode()],
+            sync,
+        )?;
+        if sync {
+            io::sync_dir(layout.root())?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && writable => {
-            io::write_then_rename(
-                &layout.root().join("meta.tmp"),
-                &path,
-                &[&expected.encode()],
-                sync,
-            )?;
-            if sync {
-                io::sync_dir(layout.root())?;
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotAChest {
-            path: layout.root().to_path_buf(),
-        }),
-        Err(e) => Err(Error::io(&path, "read metadata", e)),
+        return Ok(());
     }
+    let found = read_meta(layout)?;
+    if !found.same_contents(expected) {
+        return Err(Error::TypeMismatch {
+            path,
+            expected: expected.describe(),
+            found: found.describe(),
+        });
+    }
+    Ok(())
 }

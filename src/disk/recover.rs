@@ -25,6 +25,8 @@ pub(crate) struct OpenReport {
     pub(crate) discarded_damaged: u64,
     /// The index was missing or unreadable and was rebuilt from the files.
     pub(crate) rebuilt_index: bool,
+    /// What was damaged, file by file.
+    pub(crate) damage: Vec<(PathBuf, String)>,
 }
 
 /// A key found on disk when opening.
@@ -45,6 +47,7 @@ impl DiskTier {
         let writable = self.mode == DiskMode::Persistent;
         let index_path = self.layout.index();
         let replay = match std::fs::read(&index_path) {
+            Ok(_) if self.options.rebuild_index => None,
             Ok(bytes) => match index_log::check_header(&bytes) {
                 Ok(()) => Some(index_log::replay(&bytes)),
                 Err(Some(version)) => {
@@ -225,8 +228,19 @@ impl DiskTier {
                 });
                 offer(record.key, h.seq, loc);
             });
-            if !matches!(stopped, Ok(None)) {
-                report.discarded_damaged += 1;
+            match stopped {
+                Ok(None) => {}
+                Ok(Some((at, why))) => {
+                    report.discarded_damaged += 1;
+                    report.damage.push((
+                        path.clone(),
+                        format!("records from offset {at} unreadable: {why}"),
+                    ));
+                }
+                Err(why) => {
+                    report.discarded_damaged += 1;
+                    report.damage.push((path.clone(), why));
+                }
             }
             to_sync.push(path);
         }
@@ -349,8 +363,14 @@ impl DiskTier {
         report: &mut OpenReport,
     ) -> Result<()> {
         report.discarded_damaged += 1;
+        let path = self.layout.value_file(digest);
+        let why = match self.check_file(digest) {
+            Ok(_) => "an older copy than the one the index names".to_string(),
+            Err(why) => why,
+        };
+        report.damage.push((path.clone(), why));
         if writable {
-            io::remove_file(&self.layout.value_file(digest))?;
+            io::remove_file(&path)?;
         }
         Ok(())
     }
