@@ -68,7 +68,7 @@ fn version_of(key: u64, bytes: &[u8]) -> u64 {
 }
 
 fn open(path: &Path, round: u64) -> Chest<u64, Vec<u8>> {
-    let compression = if round % 2 == 0 {
+    let compression = if round.is_multiple_of(2) {
         Compression::None
     } else {
         Compression::Lz4
