@@ -103,6 +103,8 @@ mod chest;
 mod codec;
 mod disk;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod format;
 mod memory;
 mod stats;

@@ -18,7 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::disk::io::{Cursor, checksum};
+use crate::disk::io::{self, Cursor, checksum};
 use crate::disk::segment::RecordPlace;
 use crate::error::{Error, Result};
 
@@ -328,7 +328,7 @@ impl IndexLog {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let written = self.file.write_all(&self.buf);
+        let written = io::hook(io::Op::Write).and_then(|()| self.file.write_all(&self.buf));
         let staged = std::mem::take(&mut self.staged_records);
         if let Err(e) = written {
             self.buf.clear();
@@ -346,8 +346,8 @@ impl IndexLog {
 
     /// Fsyncs the index.
     pub(crate) fn sync(&mut self) -> Result<()> {
-        self.file
-            .sync_data()
+        io::hook(io::Op::Sync)
+            .and_then(|()| self.file.sync_data())
             .map_err(|e| Error::io(&self.path, "fsync index", e))
     }
 

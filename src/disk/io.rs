@@ -6,6 +6,34 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// The kinds of operation a test can make fail.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op {
+    Write,
+    Sync,
+    Rename,
+}
+
+/// Called before every write, fsync and rename on the chest's files: with the
+/// `fault-injection` feature a test can make it fail; otherwise it compiles to nothing.
+#[inline]
+pub(crate) fn hook(op: Op) -> std::io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    {
+        let kind = match op {
+            Op::Write => crate::faults::FaultKind::Write,
+            Op::Sync => crate::faults::FaultKind::Sync,
+            Op::Rename => crate::faults::FaultKind::Rename,
+        };
+        crate::faults::check(kind)
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = op;
+        Ok(())
+    }
+}
+
 /// Writes `parts` to `tmp`, optionally fsyncs it, and renames it to `dest`. A crash leaves
 /// either the old `dest` or the new one, never a partial file under the final name.
 pub(crate) fn write_then_rename(
@@ -15,16 +43,22 @@ pub(crate) fn write_then_rename(
     sync: bool,
 ) -> Result<()> {
     let result = (|| {
-        let mut file = File::create(tmp).map_err(|e| Error::io(tmp, "create file", e))?;
+        let mut file = hook(Op::Write)
+            .and_then(|()| File::create(tmp))
+            .map_err(|e| Error::io(tmp, "create file", e))?;
         for part in parts {
-            file.write_all(part)
+            hook(Op::Write)
+                .and_then(|()| file.write_all(part))
                 .map_err(|e| Error::io(tmp, "write file", e))?;
         }
         if sync {
-            file.sync_all()
+            hook(Op::Sync)
+                .and_then(|()| file.sync_all())
                 .map_err(|e| Error::io(tmp, "fsync file", e))?;
         }
-        fs::rename(tmp, dest).map_err(|e| Error::io(dest, "rename file into place", e))
+        hook(Op::Rename)
+            .and_then(|()| fs::rename(tmp, dest))
+            .map_err(|e| Error::io(dest, "rename file into place", e))
     })();
     if result.is_err() {
         let _ = fs::remove_file(tmp);
@@ -34,14 +68,16 @@ pub(crate) fn write_then_rename(
 
 /// Fsyncs a file that was written and closed earlier.
 pub(crate) fn sync_file(path: &Path) -> Result<()> {
-    File::open(path)
+    hook(Op::Sync)
+        .and_then(|()| File::open(path))
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(path, "fsync file", e))
 }
 
 /// Fsyncs a directory so that names created or removed in it are durable.
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
+    hook(Op::Sync)
+        .and_then(|()| File::open(path))
         .and_then(|f| f.sync_all())
         .map_err(|e| Error::io(path, "fsync directory", e))
 }

@@ -322,11 +322,14 @@ impl SegmentStore {
         let id = self.segments.keys().next_back().map_or(1, |last| last + 1);
         let path = self.path_of(id);
         io::create_dir(&self.dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = io::hook(io::Op::Write)
+            .and_then(|()| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+            })
             .map_err(|e| Error::io(&path, "create segment", e))?;
         self.segments.insert(
             id,
@@ -411,7 +414,9 @@ impl SegmentStore {
             .segments
             .get_mut(&id)
             .ok_or_else(|| Error::corrupt(&path, "active segment vanished"))?;
-        if let Err(e) = segment.file.write_all_at(&self.staged, self.written_len) {
+        let written = io::hook(io::Op::Write)
+            .and_then(|()| segment.file.write_all_at(&self.staged, self.written_len));
+        if let Err(e) = written {
             return Err(Error::io(&path, "write segment", e));
         }
         self.written_len += self.staged.len() as u64;
@@ -475,9 +480,8 @@ impl SegmentStore {
         let created = std::mem::take(&mut self.created);
         for id in self.unsynced.drain(..) {
             if let Some(segment) = self.segments.get(&id) {
-                segment
-                    .file
-                    .sync_data()
+                io::hook(io::Op::Sync)
+                    .and_then(|()| segment.file.sync_data())
                     .map_err(|e| Error::io(self.dir.join(file_name(id)), "fsync segment", e))?;
             }
         }
