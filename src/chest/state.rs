@@ -81,17 +81,13 @@ where
         report: &OpenReport,
         options: StateOptions<V, C>,
     ) -> Result<Self> {
-        let mut memory = MemoryTier::new(options.policy, options.budget_bytes);
+        let mut memory = MemoryTier::new(options.policy, options.budget_bytes, found.len());
         for RecoveredEntry { key, loc } in found {
             let decoded: K = options.codec.decode(&key).map_err(|source| Error::Decode {
                 path: disk.path_of(&key, &loc),
                 source,
             })?;
-            let entry = Entry {
-                held: Held::Disk { weak: Weak::new() },
-                disk: Some(DiskCopy { loc, current: true }),
-            };
-            memory.put(decoded, entry);
+            memory.put_recovered(decoded, loc);
         }
         let mended = report.dropped_missing + report.adopted_orphans + report.discarded_damaged;
         Ok(State {

@@ -13,12 +13,13 @@
 //! Replay applies records in order and stops at the first record that is incomplete or fails
 //! its checksum: that is a torn tail from a crash, and the writer truncates it away.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::Entry;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::disk::io::{self, Cursor, checksum};
+use crate::disk::layout::{DigestMap, KeyDigest};
 use crate::disk::segment::RecordPlace;
 use crate::error::{Error, Result};
 
@@ -147,10 +148,12 @@ pub(crate) struct DiskLoc {
 /// The state an index log describes.
 #[derive(Debug, Default)]
 pub(crate) struct Replay {
-    /// Every key with a value file, by encoded key.
-    pub(crate) entries: HashMap<Vec<u8>, DiskLoc>,
-    /// Keys put after the last Commit: their files may not have been synced.
-    pub(crate) unflushed: HashSet<Vec<u8>>,
+    /// Every key with a stored value, by digest: the encoded key, where its value is, and
+    /// the number of the record that put it there.
+    pub(crate) entries: DigestMap<(Vec<u8>, DiskLoc, u64)>,
+    /// The number of the last Commit record: entries put by later records may not have been
+    /// synced.
+    pub(crate) last_commit_record: Option<u64>,
     /// Records applied.
     pub(crate) records: u64,
     /// Bytes of header and valid records; anything after is a torn tail.
@@ -161,6 +164,13 @@ pub(crate) struct Replay {
     pub(crate) last_commit_ms: Option<u64>,
     /// The highest sequence number of any Put.
     pub(crate) max_seq: u64,
+}
+
+impl Replay {
+    /// True when the entry put by record `record` came after the last Commit.
+    pub(crate) fn is_unflushed(&self, record: u64) -> bool {
+        self.last_commit_record.is_none_or(|commit| record > commit)
+    }
 }
 
 /// Checks the header of an index file. `Err(None)` means a foreign file, `Err(Some(v))` an
@@ -187,6 +197,9 @@ pub(crate) fn replay(bytes: &[u8]) -> Replay {
         out.torn_tail = Some("index header is incomplete".into());
         return out;
     }
+    // Sized up front from the smallest record (about 50 bytes): growing a table of a million
+    // entries step by step is most of the cost of a replay.
+    out.entries.reserve(bytes.len() / 50);
     let mut c = Cursor::new(&bytes[HEADER_LEN..]);
     while c.remaining() > 0 {
         let at = HEADER_LEN + c.pos();
@@ -209,15 +222,27 @@ pub(crate) fn replay(bytes: &[u8]) -> Replay {
         match record {
             Record::Put { key, loc } => {
                 out.max_seq = out.max_seq.max(loc.seq);
-                out.entries.insert(key.to_vec(), loc);
-                out.unflushed.insert(key.to_vec());
+                let record = out.records;
+                match out.entries.entry(KeyDigest::of(key)) {
+                    Entry::Occupied(mut e) if e.get().0 == key => {
+                        let slot = e.get_mut();
+                        (slot.1, slot.2) = (loc, record);
+                    }
+                    Entry::Occupied(_) => {
+                        out.torn_tail =
+                            Some(format!("record at byte {at}: two keys share a digest"));
+                        break;
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert((key.to_vec(), loc, record));
+                    }
+                }
             }
             Record::Remove { key } => {
-                out.entries.remove(key);
-                out.unflushed.remove(key);
+                out.entries.remove(&KeyDigest::of(key));
             }
             Record::Commit { unix_ms } => {
-                out.unflushed.clear();
+                out.last_commit_record = Some(out.records);
                 out.last_commit_ms = Some(unix_ms);
             }
         }
@@ -389,7 +414,7 @@ mod tests {
         let mut bytes = header_bytes().to_vec();
         Record::Put { key: b"k", loc }.encode(&mut bytes);
         let r = replay(&bytes);
-        assert_eq!(r.entries[&b"k"[..]], loc);
+        assert_eq!(r.entries[&KeyDigest::of(b"k")].1, loc);
         assert_eq!(r.max_seq, 99);
     }
 
@@ -425,8 +450,10 @@ mod tests {
         assert_eq!(r.records, 5);
         assert_eq!(r.valid_len, bytes.len() as u64);
         assert_eq!(r.entries.len(), 2);
-        assert_eq!(r.entries[&b"c"[..]], file_loc(9, 9));
-        assert_eq!(r.unflushed, HashSet::from([b"c".to_vec()]));
+        let (key, loc, record) = &r.entries[&KeyDigest::of(b"c")];
+        assert_eq!((key.as_slice(), *loc), (&b"c"[..], file_loc(9, 9)));
+        assert!(r.is_unflushed(*record));
+        assert!(!r.is_unflushed(r.entries[&KeyDigest::of(b"b")].2));
         assert_eq!(r.last_commit_ms, Some(5));
     }
 
@@ -489,7 +516,8 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len() as u64, log.len_bytes());
         let r = replay(&bytes);
-        assert_eq!(r.entries.keys().collect::<Vec<_>>(), vec![&b"k2".to_vec()]);
+        let keys: Vec<&Vec<u8>> = r.entries.values().map(|e| &e.0).collect();
+        assert_eq!(keys, vec![&b"k2".to_vec()]);
         // A torn tail is cut off when the log is reopened for appending.
         let mut torn = bytes.clone();
         torn.extend_from_slice(&[1, 2, 3]);

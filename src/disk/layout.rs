@@ -53,6 +53,39 @@ impl KeyDigest {
     }
 }
 
+/// A hasher for maps keyed by [`KeyDigest`]: the digest is already a uniform hash, so its low
+/// 64 bits are used as they are instead of hashing it again.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if something other than a digest is hashed: fold it in.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 ^= value as u64;
+    }
+}
+
+/// A `HashMap` keyed by digests.
+pub(crate) type DigestMap<V> =
+    std::collections::HashMap<KeyDigest, V, std::hash::BuildHasherDefault<DigestHasher>>;
+
+/// A `HashSet` of digests.
+pub(crate) type DigestSet =
+    std::collections::HashSet<KeyDigest, std::hash::BuildHasherDefault<DigestHasher>>;
+
 impl fmt::Display for KeyDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)

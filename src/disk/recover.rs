@@ -3,11 +3,11 @@
 //! the files' own records, the highest sequence number of each key winning. The rules and why
 //! they make a crash harmless are in `docs/design.md`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use crate::disk::index_log::{self, IndexLog, Replay};
-use crate::disk::layout::{self, KeyDigest};
+use crate::disk::layout::{self, DigestSet, KeyDigest};
 use crate::disk::segment::{self, RecordPlace};
 use crate::disk::{DiskLoc, DiskMode, DiskTier, Place, io, value_file};
 use crate::error::{Error, Result};
@@ -122,17 +122,16 @@ impl DiskTier {
     /// whose verified contents must be synced before the index vouches for them.
     fn reconcile(
         &mut self,
-        replay: Replay,
-        mut present: HashSet<KeyDigest>,
+        mut replay: Replay,
+        mut present: DigestSet,
         writable: bool,
         report: &mut OpenReport,
     ) -> Result<(Vec<RecoveredEntry>, Vec<PathBuf>)> {
         let mut entries = Vec::with_capacity(replay.entries.len());
         let mut to_sync = Vec::new();
-        for (key, loc) in replay.entries {
-            let digest = KeyDigest::of(&key);
-            let has_file = present.remove(&digest);
-            let unflushed = replay.unflushed.contains(&key);
+        for (digest, (key, loc, record)) in std::mem::take(&mut replay.entries) {
+            let has_file = !present.is_empty() && present.remove(&digest);
+            let unflushed = replay.is_unflushed(record);
             let mut chosen = match loc.place {
                 Place::File if !has_file => {
                     report.dropped_missing += 1;
@@ -200,7 +199,7 @@ impl DiskTier {
     /// with the highest sequence number wins, and a tombstone means the key was removed.
     pub(super) fn rebuild(
         &mut self,
-        present: HashSet<KeyDigest>,
+        present: DigestSet,
         writable: bool,
         report: &mut OpenReport,
     ) -> Result<(Vec<RecoveredEntry>, Vec<PathBuf>)> {
@@ -262,8 +261,8 @@ impl DiskTier {
     }
 
     /// Lists the value files present, deleting leftover temporary files when writable.
-    fn scan_value_files(&mut self, writable: bool) -> Result<HashSet<KeyDigest>> {
-        let mut present = HashSet::new();
+    fn scan_value_files(&mut self, writable: bool) -> Result<DigestSet> {
+        let mut present = DigestSet::default();
         let values = self.layout.values();
         let fans = match std::fs::read_dir(&values) {
             Ok(fans) => fans,

@@ -28,9 +28,9 @@ pub(crate) struct MemoryTier<K: Hash + Eq, V> {
 }
 
 impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
-    pub(crate) fn new(policy: Policy, budget_bytes: u64) -> Self {
+    pub(crate) fn new(policy: Policy, budget_bytes: u64, capacity: usize) -> Self {
         MemoryTier {
-            entries: HashMap::new(),
+            entries: HashMap::with_capacity(capacity),
             order: EvictionOrder::new(policy),
             memory_bytes: 0,
             budget_bytes,
@@ -54,6 +54,20 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         }
         self.entries.insert(key, entry);
         old
+    }
+
+    /// Adds an entry found on disk when opening: held on disk only, with a current copy. Keys
+    /// come from the index, which names each key once.
+    pub(crate) fn put_recovered(&mut self, key: K, loc: DiskLoc) {
+        let entry = Entry {
+            held: Held::Disk {
+                weak: std::sync::Weak::new(),
+            },
+            disk: Some(DiskCopy { loc, current: true }),
+        };
+        if self.entries.insert(key, entry).is_none() {
+            self.on_disk += 1;
+        }
     }
 
     pub(crate) fn remove(&mut self, key: &K) -> Option<Entry<V>> {
@@ -205,7 +219,7 @@ mod tests {
 
     #[test]
     fn accounting_follows_every_transition() {
-        let mut m = MemoryTier::new(Policy::Lru, 100);
+        let mut m = MemoryTier::new(Policy::Lru, 100, 0);
         m.put("a", hot(1, 10));
         m.put("b", hot(2, 20));
         assert_eq!((m.memory_bytes(), m.in_memory()), (30, 2));
