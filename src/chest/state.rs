@@ -196,11 +196,11 @@ where
         let staged = self.stage_dirty(victims.iter().map(|(k, _)| k.clone()));
         match self.commit(staged) {
             Ok(written) => {
-                for (key, loc) in written {
-                    self.memory.set_disk_current(&key, loc);
-                }
+                // `written` follows the victims' order, skipping those whose copy was current.
+                let mut written = written.into_iter().peekable();
                 for (key, _) in &victims {
-                    self.memory.demote(key);
+                    let loc = written.next_if(|(k, _)| k == key).map(|(_, loc)| loc);
+                    self.memory.spilled(key, loc);
                 }
                 Ok(())
             }
@@ -282,7 +282,7 @@ where
         };
         match (result, rollback) {
             (Ok(entry), _) => {
-                self.memory.put(key, entry);
+                self.memory.put_absent(key, entry);
                 Ok(())
             }
             (Err(e), Some(old)) => self.restore(&key, old, e),
@@ -369,22 +369,11 @@ where
         };
         // Keep the loaded value in memory when room can be made; a failed spill here only means
         // it is not kept, which is not the reader's error.
-        let keep = !self.belongs_on_disk(weight) && self.make_room(weight).is_ok();
-        let held = if keep {
-            Held::Memory {
-                value: value.clone(),
-                weight,
-            }
+        if !self.belongs_on_disk(weight) && self.make_room(weight).is_ok() {
+            self.memory.promote(key, value.clone(), weight);
         } else {
-            Held::Disk {
-                weak: Arc::downgrade(&value),
-            }
-        };
-        let entry = Entry {
-            held,
-            disk: Some(DiskCopy { loc, current: true }),
-        };
-        self.memory.put(key.clone(), entry);
+            self.memory.share(key, &value);
+        }
         Ok(Some(value))
     }
 

@@ -1,7 +1,7 @@
 //! The in-memory tier: every entry, the bytes held in memory, and the eviction order.
 //!
-//! All changes go through [`MemoryTier::put`], [`MemoryTier::remove`] and
-//! [`MemoryTier::demote`], which keep two invariants: `memory_bytes` is the sum of the weights of
+//! All changes go through the methods here (`put`, `remove`, `promote`, `spilled`, ...), which
+//! keep two invariants: `memory_bytes` is the sum of the weights of
 //! `Held::Memory` entries, and the eviction order holds exactly their keys.
 
 mod entry;
@@ -45,6 +45,12 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
     /// Sets `key`'s entry, returning the one it replaces.
     pub(crate) fn put(&mut self, key: K, entry: Entry<V>) -> Option<Entry<V>> {
         let old = self.remove(&key);
+        self.put_absent(key, entry);
+        old
+    }
+
+    /// Sets the entry of a key that has none (the caller removed it): one lookup fewer.
+    pub(crate) fn put_absent(&mut self, key: K, entry: Entry<V>) {
         if let Held::Memory { weight, .. } = entry.held {
             self.memory_bytes += weight;
             self.order.admit(key.clone(), weight);
@@ -52,8 +58,55 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         if entry.disk_is_current() {
             self.on_disk += 1;
         }
-        self.entries.insert(key, entry);
-        old
+        let replaced = self.entries.insert(key, entry);
+        debug_assert!(replaced.is_none(), "put_absent over an existing entry");
+    }
+
+    /// Holds a value that was read back from disk in memory, with `weight`.
+    pub(crate) fn promote(&mut self, key: &K, value: Arc<V>, weight: u64) {
+        if let Some(entry) = self.entries.get_mut(key)
+            && matches!(entry.held, Held::Disk { .. })
+        {
+            entry.held = Held::Memory { value, weight };
+            self.memory_bytes += weight;
+            self.order.admit(key.clone(), weight);
+        }
+    }
+
+    /// Keeps a weak reference to a value read back from disk but not held in memory.
+    pub(crate) fn share(&mut self, key: &K, value: &Arc<V>) {
+        if let Some(entry) = self.entries.get_mut(key)
+            && matches!(entry.held, Held::Disk { .. })
+        {
+            entry.held = Held::Disk {
+                weak: Arc::downgrade(value),
+            };
+        }
+    }
+
+    /// Drops a victim's value from memory after it was written (`written`: where), or because
+    /// its disk copy was already current; one lookup for both.
+    pub(crate) fn spilled(&mut self, key: &K, written: Option<DiskLoc>) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        if let Some(loc) = written {
+            if !entry.disk_is_current() {
+                self.on_disk += 1;
+            }
+            entry.disk = Some(DiskCopy { loc, current: true });
+        }
+        debug_assert!(
+            entry.disk_is_current(),
+            "dropping a value with no current disk copy"
+        );
+        if let Held::Memory { value, weight } = &entry.held {
+            self.memory_bytes -= *weight;
+            entry.held = Held::Disk {
+                weak: Arc::downgrade(value),
+            };
+            self.order.remove(key);
+        }
     }
 
     /// Adds an entry found on disk when opening: held on disk only, with a current copy. Keys
@@ -111,7 +164,7 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
     }
 
     /// Takes victims out of the eviction order, in order, until their weights add up to at
-    /// least `bytes`. They stay in memory: each must then be [`demote`](Self::demote)d or put
+    /// least `bytes`. They stay in memory: each must then be [`spilled`](Self::spilled) or put
     /// back with [`restore_victim`](Self::restore_victim).
     pub(crate) fn take_victims(&mut self, bytes: u64) -> Vec<(K, u64)> {
         let mut out = Vec::new();
@@ -130,25 +183,6 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
     pub(crate) fn restore_victim(&mut self, key: K, priority: u64) {
         if self.memory_weight(&key).is_some() {
             self.order.restore(key, priority);
-        }
-    }
-
-    /// Drops `key`'s value from memory, keeping a weak reference. Its disk copy must be
-    /// current.
-    pub(crate) fn demote(&mut self, key: &K) {
-        let Some(entry) = self.entries.get_mut(key) else {
-            return;
-        };
-        debug_assert!(
-            entry.disk_is_current(),
-            "demoting a value with no current disk copy"
-        );
-        if let Held::Memory { value, weight } = &entry.held {
-            self.memory_bytes -= *weight;
-            entry.held = Held::Disk {
-                weak: Arc::downgrade(value),
-            };
-            self.order.remove(key);
         }
     }
 
@@ -234,7 +268,7 @@ mod tests {
         m.set_disk_current(&"b", loc);
         assert_eq!(m.on_disk(), 1);
         let kept = m.entry(&"b").unwrap().live_value().unwrap();
-        m.demote(&"b");
+        m.spilled(&"b", None);
         assert_eq!((m.memory_bytes(), m.in_memory(), m.len()), (5, 1, 2));
         assert!(Arc::ptr_eq(
             &m.entry(&"b").unwrap().live_value().unwrap(),
