@@ -5,6 +5,9 @@ use std::fs;
 use std::path::Path;
 
 use spillchest::Chest;
+
+#[path = "../fuzz/differential_driver.rs"]
+mod differential;
 use spillchest::format::{check_index_log, check_meta, check_segment, check_value_file};
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -73,6 +76,15 @@ fn segment_corpus_never_panics_and_seeds_parse() {
     assert!(valid > 0);
 }
 
+#[test]
+fn differential_corpus_agrees_with_a_hashmap() {
+    let inputs = corpus("differential");
+    for (_, bytes) in &inputs {
+        differential::run(bytes);
+    }
+    assert!(inputs.len() >= 3);
+}
+
 /// Writes the seed corpus from a real chest: `cargo test --test fuzz_corpus -- --ignored`.
 #[test]
 #[ignore = "regenerates fuzz/corpus seeds; run by hand after a format change"]
@@ -123,6 +135,17 @@ fn regenerate_seed_corpus() {
             n += 1;
         }
     }
+    // Differential seeds: config byte, then (op, arg[, len]) triples.
+    fs::create_dir_all(root.join("differential")).unwrap();
+    let mut seed = vec![0x02u8];
+    for i in 0..120u8 {
+        seed.extend_from_slice(&[i % 6, i.wrapping_mul(7), i.wrapping_mul(13) % 90]);
+    }
+    fs::write(root.join("differential/seed-lru"), &seed).unwrap();
+    seed[0] = 0xC1;
+    fs::write(root.join("differential/seed-largest-lz4"), &seed).unwrap();
+    seed[0] = 0x00;
+    fs::write(root.join("differential/seed-zero-budget"), &seed).unwrap();
     let keys = fs::read(path.join(".keys")).unwrap();
     fs::write(
         root.join("index_log/seed-torn-keys"),
