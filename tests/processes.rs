@@ -243,6 +243,36 @@ fn the_parent_reopens_what_a_child_wrote() {
     chest.close().unwrap();
 }
 
+#[test]
+fn a_chest_dropped_without_close_by_an_exiting_child_is_complete() {
+    if let Some(path) = as_child("dropper") {
+        let chest = open(&path);
+        write_workload(&chest);
+        // No close: dropping a persistent chest flushes it, best effort.
+        drop(chest);
+        say("DROPPED");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = chest_path(&dir);
+    let run = run_child(
+        "a_chest_dropped_without_close_by_an_exiting_child_is_complete",
+        "dropper",
+        &path,
+    );
+    run.assert_success();
+    assert_eq!(run.lines, ["DROPPED"], "{}", run.transcript);
+
+    let chest = open(&path);
+    assert_eq!(
+        chest.stats().mended_on_open,
+        0,
+        "the drop flushed everything"
+    );
+    assert_eq!(check_workload(&chest), expected_len());
+    chest.close().unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // The lock between processes.
 
@@ -557,8 +587,12 @@ fn a_child_that_aborts_without_flushing_keeps_every_spilled_value() {
         "{spilled:?}"
     );
 
-    // Opening mends what the abort left; a second open must see the same chest.
-    for open_number in 1..=2 {
+    // A read-only handle sees the spilled values before any writer has mended the chest.
+    let reader = open_read_only(&path);
+    check_after_abort(&reader, &spilled, &removed, 1);
+    reader.close().unwrap();
+    // A writer's open mends what the abort left; the open after it must see the same chest.
+    for open_number in 2..=3 {
         let chest = open(&path);
         check_after_abort(&chest, &spilled, &removed, open_number);
         chest.close().unwrap();
