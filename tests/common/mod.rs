@@ -42,6 +42,15 @@ pub fn said(line: &str) -> Option<&str> {
         .map(|at| line[at + LINE_PREFIX.len()..].trim_end())
 }
 
+/// What follows `word` in `line` when it is the line's first word.
+pub fn after_word<'a>(line: &'a str, word: &str) -> Option<&'a str> {
+    let rest = line.strip_prefix(word)?;
+    if rest.is_empty() {
+        return Some(rest);
+    }
+    rest.strip_prefix(' ')
+}
+
 /// The command that re-runs the test `test_name` of this binary as a child playing `role` on
 /// the chest at `path`.
 fn child_command(test_name: &str, role: &str, path: &Path) -> Command {
@@ -82,12 +91,11 @@ impl ChildRun {
         );
     }
 
-    /// The protocol lines that start with `word`, with the word and a space stripped.
+    /// What follows `word` in each protocol line whose first word it is.
     pub fn lines_after(&self, word: &str) -> Vec<&str> {
         self.lines
             .iter()
-            .filter_map(|l| l.strip_prefix(word))
-            .map(str::trim_start)
+            .filter_map(|l| after_word(l, word))
             .collect()
     }
 }
@@ -152,8 +160,8 @@ impl RunningChild {
     /// with what the child printed if its stdout ends first.
     pub fn expect_line(&mut self, word: &str) -> String {
         while let Some(line) = self.next_line() {
-            if let Some(rest) = line.strip_prefix(word) {
-                return rest.trim_start().to_string();
+            if let Some(rest) = after_word(&line, word) {
+                return rest.to_string();
             }
         }
         panic!(
