@@ -564,9 +564,9 @@ fn a_flipped_byte_in_a_segment_is_an_error_for_that_key_only() {
         .unwrap()
         .path();
     let mut bytes = fs::read(&segment).unwrap();
-    // The fifth record's payload: 16-byte file header, then records of 48 + key + payload.
-    let record = 48 + 1 + 1002;
-    let at = 16 + 4 * record + 48 + 1 + 500;
+    // The fifth record's payload: 16-byte file header, then records of 28 + key + payload.
+    let record = 28 + 1 + 1002;
+    let at = 16 + 4 * record + 28 + 1 + 500;
     bytes[at] ^= 0x20;
     fs::write(&segment, &bytes).unwrap();
 

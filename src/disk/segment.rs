@@ -7,15 +7,13 @@
 //! offset size field
 //!  0      1   kind: 1 = value, 2 = tombstone (the key was removed)
 //!  1      1   flags: bit 0 = payload is an LZ4 block
-//!  2      2   reserved, 0
-//!  4      4   key length K
-//!  8      8   sequence number (orders every write of the chest)
-//! 16      8   raw length R
-//! 24      8   stored length S (0 for a tombstone)
-//! 32      8   xxh3-64 of the payload
-//! 40      8   xxh3-64 of bytes 0..40 followed by the key
-//! 48      K   key
-//! 48+K    S   payload
+//!  2      2   key length K (keys longer than 65,535 bytes get value files instead)
+//!  4      4   stored length S (0 for a tombstone)
+//!  8      4   raw length R
+//! 12      8   sequence number (orders every write of the chest)
+//! 20      8   xxh3-64 of bytes 0..20, the key and the payload
+//! 28      K   key
+//! 28+K    S   payload
 //! ```
 //! Records are self-describing: `repair` rebuilds the index from them, the highest sequence
 //! number of a key winning.
@@ -25,7 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::disk::io::{self, Cursor, checksum};
+use crate::disk::io::{self, Cursor};
 use crate::error::{Error, Result};
 
 /// The magic bytes every segment file starts with.
@@ -35,7 +33,11 @@ pub(crate) const VERSION: u16 = 1;
 /// Length of the file header.
 pub(crate) const FILE_HEADER_LEN: u64 = 16;
 /// Length of a record's fixed header.
-pub(crate) const RECORD_HEADER_LEN: usize = 48;
+pub(crate) const RECORD_HEADER_LEN: usize = 28;
+/// The longest key a segment record can hold.
+pub(crate) const MAX_KEY_LEN: usize = u16::MAX as usize;
+/// The longest payload a segment record can hold.
+pub(crate) const MAX_PAYLOAD_LEN: usize = u32::MAX as usize;
 /// Record kind: a value.
 pub(crate) const KIND_VALUE: u8 = 1;
 /// Record kind: a removal.
@@ -52,14 +54,13 @@ pub(crate) fn record_len(key_len: usize, stored_len: u64) -> u64 {
 pub(crate) struct RecordHeader {
     pub(crate) kind: u8,
     pub(crate) compressed: bool,
-    pub(crate) key_len: u32,
     pub(crate) seq: u64,
     pub(crate) raw_len: u64,
     pub(crate) stored_len: u64,
-    pub(crate) payload_checksum: u64,
 }
 
-/// Appends a record to `out`.
+/// Appends a record to `out`. The key must be at most [`MAX_KEY_LEN`] bytes and the payload
+/// at most [`MAX_PAYLOAD_LEN`] (callers send longer ones to value files).
 pub(crate) fn encode_record(
     out: &mut Vec<u8>,
     kind: u8,
@@ -69,46 +70,55 @@ pub(crate) fn encode_record(
     raw_len: u64,
     compressed: bool,
 ) {
+    debug_assert!(key.len() <= MAX_KEY_LEN && payload.len() <= MAX_PAYLOAD_LEN);
     let start = out.len();
     out.push(kind);
     out.push(if compressed { FLAG_LZ4 } else { 0 });
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(raw_len as u32).to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&raw_len.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&checksum(payload).to_le_bytes());
-    let header_sum = header_checksum(&out[start..start + 40], key);
-    out.extend_from_slice(&header_sum.to_le_bytes());
+    let sum = record_checksum(&out[start..start + 20], key, payload);
+    out.extend_from_slice(&sum.to_le_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(payload);
 }
 
-fn header_checksum(first_40: &[u8], key: &[u8]) -> u64 {
+fn record_checksum(first_20: &[u8], key: &[u8], payload: &[u8]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(first_40);
+    h.update(first_20);
     h.update(key);
+    h.update(payload);
     h.digest()
 }
 
-/// Parses the fixed header and key at the start of `bytes` and checks the header checksum.
-pub(crate) fn parse_header(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), String> {
+/// A fully checked record.
+#[derive(Debug)]
+pub(crate) struct ParsedRecord<'a> {
+    pub(crate) header: RecordHeader,
+    pub(crate) key: &'a [u8],
+    pub(crate) payload: &'a [u8],
+}
+
+/// Parses one whole record at the start of `bytes` and checks it.
+pub(crate) fn parse_record(bytes: &[u8]) -> Result<ParsedRecord<'_>, String> {
     let mut c = Cursor::new(bytes);
     let short = || "record header runs past the end".to_string();
     let kind = c.u8().ok_or_else(short)?;
     let flags = c.u8().ok_or_else(short)?;
-    let _reserved = c.u16().ok_or_else(short)?;
-    let key_len = c.u32().ok_or_else(short)?;
+    let key_len = c.u16().ok_or_else(short)?;
+    let stored_len = c.u32().ok_or_else(short)?;
+    let raw_len = c.u32().ok_or_else(short)?;
     let seq = c.u64().ok_or_else(short)?;
-    let raw_len = c.u64().ok_or_else(short)?;
-    let stored_len = c.u64().ok_or_else(short)?;
-    let payload_checksum = c.u64().ok_or_else(short)?;
     let stored_sum = c.u64().ok_or_else(short)?;
     let key = c
-        .take(key_len as usize)
+        .take(key_len.into())
         .ok_or_else(|| "record key runs past the end".to_string())?;
-    if header_checksum(&bytes[..40], key) != stored_sum {
-        return Err("record header checksum mismatch".into());
+    let payload = c
+        .take(stored_len as usize)
+        .ok_or_else(|| "record payload runs past the end".to_string())?;
+    if record_checksum(&bytes[..20], key, payload) != stored_sum {
+        return Err("record checksum mismatch".into());
     }
     if kind != KIND_VALUE && kind != KIND_TOMBSTONE {
         return Err(format!("unknown record kind {kind}"));
@@ -125,37 +135,10 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), String
     let header = RecordHeader {
         kind,
         compressed,
-        key_len,
         seq,
-        raw_len,
-        stored_len,
-        payload_checksum,
+        raw_len: raw_len.into(),
+        stored_len: stored_len.into(),
     };
-    Ok((header, key))
-}
-
-/// A fully checked record.
-#[derive(Debug)]
-pub(crate) struct ParsedRecord<'a> {
-    pub(crate) header: RecordHeader,
-    pub(crate) key: &'a [u8],
-    pub(crate) payload: &'a [u8],
-}
-
-/// Parses one whole record at the start of `bytes`, checking both checksums.
-pub(crate) fn parse_record(bytes: &[u8]) -> Result<ParsedRecord<'_>, String> {
-    let (header, key) = parse_header(bytes)?;
-    let start = RECORD_HEADER_LEN + key.len();
-    let end = usize::try_from(header.stored_len)
-        .ok()
-        .and_then(|s| start.checked_add(s))
-        .ok_or_else(|| "record payload length overflows".to_string())?;
-    let payload = bytes
-        .get(start..end)
-        .ok_or_else(|| "record payload runs past the end".to_string())?;
-    if checksum(payload) != header.payload_checksum {
-        return Err("record payload checksum mismatch".into());
-    }
     Ok(ParsedRecord {
         header,
         key,
@@ -661,6 +644,8 @@ mod tests {
             .unwrap();
         store.discard_staged();
         assert!(!store.contains(c, record_len(1, 10)));
+        // The disk tier counts a discarded record dead, as here.
+        store.mark_dead(c.segment, record_len(1, 10));
         store.mark_dead(a.segment, len_a);
         assert_eq!(store.compaction_candidates(), vec![a.segment]);
         store.remove_segment(a.segment).unwrap();
