@@ -646,3 +646,64 @@ fn many_small_values_need_a_handful_of_files() {
         assert_eq!(*chest.get(&k).unwrap().unwrap(), vec![(k % 251) as u8; 100]);
     }
 }
+
+/// A codec of the user's own: bincode with fixed-width integers, under another name.
+#[derive(Debug, Clone, Copy)]
+struct FixedWidth;
+
+impl spillchest::Codec for FixedWidth {
+    const NAME: &'static str = "test-bincode-fixed-width";
+
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), spillchest::CodecError> {
+        let config = bincode::config::standard().with_fixed_int_encoding();
+        out.extend(bincode::serde::encode_to_vec(value, config)?);
+        Ok(())
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<T, spillchest::CodecError> {
+        let config = bincode::config::standard().with_fixed_int_encoding();
+        let (value, used) = bincode::serde::decode_from_slice(bytes, config)?;
+        if used != bytes.len() {
+            return Err("trailing bytes".into());
+        }
+        Ok(value)
+    }
+}
+
+#[test]
+fn a_user_codec_is_used_for_keys_and_values_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("codec.chest");
+    {
+        let chest: Chest<u64, Vec<u64>, FixedWidth> = Chest::builder()
+            .path(&path)
+            .budget(0)
+            .codec(FixedWidth)
+            .open()
+            .unwrap();
+        chest.insert(1, vec![1, 2, 3]).unwrap();
+        // Fixed width: an 8-byte length and three 8-byte integers, not varints.
+        assert_eq!(chest.stats().spill_bytes, 32);
+        chest.close().unwrap();
+    }
+    let chest: Chest<u64, Vec<u64>, FixedWidth> = Chest::builder()
+        .path(&path)
+        .codec(FixedWidth)
+        .open()
+        .unwrap();
+    assert_eq!(chest.get(&1).unwrap().as_deref(), Some(&vec![1, 2, 3]));
+    chest.close().unwrap();
+    let err = Chest::<u64, Vec<u64>>::open(&path).unwrap_err();
+    assert!(matches!(err, Error::TypeMismatch { .. }), "{err}");
+    assert!(
+        err.to_string().contains("test-bincode-fixed-width"),
+        "{err}"
+    );
+}
