@@ -707,3 +707,24 @@ fn a_user_codec_is_used_for_keys_and_values_and_recorded() {
         "{err}"
     );
 }
+
+#[test]
+fn a_panicking_update_closure_loses_nothing() {
+    let chest: Chest<u32, Vec<u8>> = Chest::with_budget(1000).unwrap();
+    chest.insert(1, vec![1; 100]).unwrap(); // in memory, only copy
+    chest.insert(2, vec![2; 900]).unwrap(); // evicts 1 to disk
+    for key in [1u32, 2] {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            chest.update(&key, |_| panic!("closure fails")).unwrap();
+        }));
+        assert!(outcome.is_err());
+        assert!(chest.contains_key(&key), "key {key} vanished after a panic");
+        let v = chest.get(&key).unwrap().unwrap();
+        assert_eq!(v[0], key as u8);
+    }
+    assert_eq!(chest.len(), 2);
+    let s = chest.stats();
+    assert!(s.memory_bytes <= s.budget_bytes);
+    chest.update(&1, |v| v.push(7)).unwrap();
+    assert_eq!(chest.get(&1).unwrap().unwrap().len(), 101);
+}

@@ -123,7 +123,9 @@ where
     /// Changes `key`'s value in place with `f`, whether it is in memory or on disk; true when
     /// the key existed. Callers holding an `Arc` of the old value keep the old value.
     ///
-    /// `f` runs while the chest is locked: it must not call back into this chest.
+    /// `f` runs while the chest is locked: it must not call back into this chest. If `f`
+    /// panics, the entry is kept (with its old value when a copy of it exists, else as `f` left
+    /// it) and the panic continues.
     ///
     /// # Errors
     /// As [`get`](Chest::get) for a value read from disk, and as [`insert`](Chest::insert) for

@@ -434,18 +434,28 @@ where
                 }
             }
         };
-        f(&mut private);
-        let weight = match self.weigh(&key_bytes, &private) {
-            Ok(weight) => weight,
-            Err(e) => {
-                let fallback = rollback.unwrap_or_else(|| Entry {
-                    held: Held::Memory {
-                        value: Arc::new(private),
-                        weight: old_weight,
-                    },
-                    disk: stale(previous),
-                });
-                return self.restore(key, fallback, e);
+        // The closure and the weigher are the user's code: if either panics, the entry is put
+        // back (the old value, or the partly changed one when there is nothing else) before
+        // the panic goes on.
+        let weighed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(&mut private);
+            self.weigh(&key_bytes, &private)
+        }));
+        let fallback = |rollback: Option<Entry<V>>, private: V| {
+            rollback.unwrap_or_else(|| Entry {
+                held: Held::Memory {
+                    value: Arc::new(private),
+                    weight: old_weight,
+                },
+                disk: stale(previous),
+            })
+        };
+        let weight = match weighed {
+            Ok(Ok(weight)) => weight,
+            Ok(Err(e)) => return self.restore(key, fallback(rollback, private), e),
+            Err(panic) => {
+                self.memory.put(key.clone(), fallback(rollback, private));
+                std::panic::resume_unwind(panic);
             }
         };
         let keep_on_failure = rollback.is_none();
