@@ -728,3 +728,35 @@ fn a_panicking_update_closure_loses_nothing() {
     chest.update(&1, |v| v.push(7)).unwrap();
     assert_eq!(chest.get(&1).unwrap().unwrap().len(), 101);
 }
+
+/// A value whose `Serialize` panics when asked to.
+#[derive(Debug, Deserialize)]
+struct Explosive(bool);
+
+impl Serialize for Explosive {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        assert!(!self.0, "Serialize panics");
+        s.serialize_bool(false)
+    }
+}
+
+#[test]
+fn a_panicking_serialize_during_eviction_leaves_the_chest_consistent() {
+    let chest: Chest<u32, Explosive> = Chest::builder().budget(100).weigher(|_| 40).open().unwrap();
+    chest.insert(1, Explosive(true)).unwrap();
+    chest.insert(2, Explosive(false)).unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = chest.insert(3, Explosive(false));
+    }));
+    assert!(outcome.is_err());
+    // Key 1 is still the next victim, in memory, and the chest still works once it is gone.
+    assert_eq!(chest.len(), 2);
+    assert_eq!(chest.stats().in_memory, 2);
+    assert!(chest.remove(&1).unwrap());
+    chest.insert(3, Explosive(false)).unwrap();
+    chest.insert(4, Explosive(false)).unwrap();
+    assert_eq!(chest.len(), 3);
+    let s = chest.stats();
+    assert!(s.memory_bytes <= s.budget_bytes);
+    assert!(s.on_disk >= 1, "key 2 could be spilled after the panic");
+}

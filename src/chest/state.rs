@@ -172,6 +172,26 @@ where
         Ok(written)
     }
 
+    /// [`stage_dirty`](Self::stage_dirty), but if encoding panics (a user's `Serialize`), the
+    /// staged writes are forgotten and `victims` put back in the eviction order before the
+    /// panic continues, so the chest stays consistent.
+    fn stage_guarded(
+        &mut self,
+        keys: impl Iterator<Item = K>,
+        victims: &[(K, u64)],
+    ) -> Result<Vec<(K, DiskLoc)>> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stage_dirty(keys))) {
+            Ok(staged) => staged,
+            Err(panic) => {
+                self.disk.discard_staged();
+                for (key, priority) in victims {
+                    self.memory.restore_victim(key.clone(), *priority);
+                }
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+
     /// Commits what is staged; the writes named in `written` count as spills. On error
     /// everything staged is forgotten.
     fn commit(&mut self, written: Result<Vec<(K, DiskLoc)>>) -> Result<Vec<(K, DiskLoc)>> {
@@ -193,7 +213,7 @@ where
     /// Spills `victims` (taken out of the eviction order) in one batch: stage, commit, then
     /// drop them from memory. On error every victim is put back and the error returned.
     fn evict(&mut self, victims: Vec<(K, u64)>) -> Result<()> {
-        let staged = self.stage_dirty(victims.iter().map(|(k, _)| k.clone()));
+        let staged = self.stage_guarded(victims.iter().map(|(k, _)| k.clone()), &victims);
         match self.commit(staged) {
             Ok(written) => {
                 // `written` follows the victims' order, skipping those whose copy was current.
@@ -544,7 +564,7 @@ where
             .filter(|(_, e)| !e.disk_is_current())
             .map(|(k, _)| k.clone())
             .collect();
-        let staged = self.stage_dirty(dirty.into_iter());
+        let staged = self.stage_guarded(dirty.into_iter(), &[]);
         for (key, loc) in self.commit(staged)? {
             self.memory.set_disk_current(&key, loc);
         }
