@@ -92,7 +92,7 @@ pub fn verify_path(path: impl AsRef<Path>) -> Result<VerifyReport> {
         Duration::ZERO,
         tool_options(false),
     )?;
-    let entries: Vec<(Vec<u8>, DiskLoc)> = found.into_iter().map(|e| (e.key, e.loc)).collect();
+    let entries: Vec<(Vec<u8>, DiskLoc)> = found.iter().map(|(k, loc)| (k.to_vec(), loc)).collect();
     let mut report = disk.verify(&entries);
     report.discarded_on_open = open_report.discarded_damaged + open_report.dropped_missing;
     report.damaged.extend(damage_of(&open_report));

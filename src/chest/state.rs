@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{Codec, Compression};
-use crate::disk::{DiskLoc, DiskMode, DiskTier, KeyDigest, OpenReport, RecoveredEntry};
+use crate::disk::{DiskLoc, DiskMode, DiskTier, KeyDigest, OpenReport, Recovered};
 use crate::error::{Error, Result};
 use crate::memory::{DiskCopy, Entry, Held, MemoryTier, Policy};
 use crate::stats::Stats;
@@ -77,14 +77,14 @@ where
     /// Builds the state from an opened disk tier and the entries it found.
     pub(crate) fn recover(
         disk: DiskTier,
-        found: Vec<RecoveredEntry>,
+        found: Recovered,
         report: &OpenReport,
         options: StateOptions<V, C>,
     ) -> Result<Self> {
         let mut memory = MemoryTier::new(options.policy, options.budget_bytes, found.len());
-        for RecoveredEntry { key, loc } in found {
-            let decoded: K = options.codec.decode(&key).map_err(|source| Error::Decode {
-                path: disk.path_of(&key, &loc),
+        for (key, loc) in found.iter() {
+            let decoded: K = options.codec.decode(key).map_err(|source| Error::Decode {
+                path: disk.path_of(key, &loc),
                 source,
             })?;
             memory.put_recovered(decoded, loc);

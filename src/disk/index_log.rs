@@ -124,6 +124,20 @@ fn parse_body(body: &[u8]) -> Option<Record<'_>> {
     (c.remaining() == 0).then_some(record)
 }
 
+/// Where some bytes (a key) are within a larger buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyAt {
+    pub(crate) at: usize,
+    pub(crate) len: usize,
+}
+
+impl KeyAt {
+    /// The bytes in `buffer`.
+    pub(crate) fn of<'a>(&self, buffer: &'a [u8]) -> &'a [u8] {
+        &buffer[self.at..self.at + self.len]
+    }
+}
+
 /// Where a key's value is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Place {
@@ -148,9 +162,10 @@ pub(crate) struct DiskLoc {
 /// The state an index log describes.
 #[derive(Debug, Default)]
 pub(crate) struct Replay {
-    /// Every key with a stored value, by digest: the encoded key, where its value is, and
-    /// the number of the record that put it there.
-    pub(crate) entries: DigestMap<(Vec<u8>, DiskLoc, u64)>,
+    /// Every key with a stored value, by digest: where the encoded key is in the replayed
+    /// bytes, where its value is, and the number of the record that put it there. Keys are not
+    /// copied: a million keys would be a million allocations.
+    pub(crate) entries: DigestMap<(KeyAt, DiskLoc, u64)>,
     /// The number of the last Commit record: entries put by later records may not have been
     /// synced.
     pub(crate) last_commit_record: Option<u64>,
@@ -223,10 +238,15 @@ pub(crate) fn replay(bytes: &[u8]) -> Replay {
             Record::Put { key, loc } => {
                 out.max_seq = out.max_seq.max(loc.seq);
                 let record = out.records;
+                // The key follows the frame, the tag and its length.
+                let key_at = KeyAt {
+                    at: at + FRAME_LEN + 5,
+                    len: key.len(),
+                };
                 match out.entries.entry(KeyDigest::of(key)) {
-                    Entry::Occupied(mut e) if e.get().0 == key => {
+                    Entry::Occupied(mut e) if e.get().0.of(bytes) == key => {
                         let slot = e.get_mut();
-                        (slot.1, slot.2) = (loc, record);
+                        (slot.0, slot.1, slot.2) = (key_at, loc, record);
                     }
                     Entry::Occupied(_) => {
                         out.torn_tail =
@@ -234,7 +254,7 @@ pub(crate) fn replay(bytes: &[u8]) -> Replay {
                         break;
                     }
                     Entry::Vacant(e) => {
-                        e.insert((key.to_vec(), loc, record));
+                        e.insert((key_at, loc, record));
                     }
                 }
             }
@@ -451,7 +471,7 @@ mod tests {
         assert_eq!(r.valid_len, bytes.len() as u64);
         assert_eq!(r.entries.len(), 2);
         let (key, loc, record) = &r.entries[&KeyDigest::of(b"c")];
-        assert_eq!((key.as_slice(), *loc), (&b"c"[..], file_loc(9, 9)));
+        assert_eq!((key.of(&bytes), *loc), (&b"c"[..], file_loc(9, 9)));
         assert!(r.is_unflushed(*record));
         assert!(!r.is_unflushed(r.entries[&KeyDigest::of(b"b")].2));
         assert_eq!(r.last_commit_ms, Some(5));
@@ -516,8 +536,8 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len() as u64, log.len_bytes());
         let r = replay(&bytes);
-        let keys: Vec<&Vec<u8>> = r.entries.values().map(|e| &e.0).collect();
-        assert_eq!(keys, vec![&b"k2".to_vec()]);
+        let keys: Vec<&[u8]> = r.entries.values().map(|e| e.0.of(&bytes)).collect();
+        assert_eq!(keys, vec![&b"k2"[..]]);
         // A torn tail is cut off when the log is reopened for appending.
         let mut torn = bytes.clone();
         torn.extend_from_slice(&[1, 2, 3]);

@@ -30,7 +30,7 @@ pub use layout::KeyDigest;
 use layout::Layout;
 use lock::{LockFile, LockMode};
 pub(crate) use meta::Meta;
-pub(crate) use recover::{OpenReport, RecoveredEntry};
+pub(crate) use recover::{OpenReport, Recovered};
 use segment::{RecordPlace, SegmentStore};
 
 /// How a chest directory is used.
@@ -126,7 +126,7 @@ impl DiskTier {
         meta: MetaCheck<'_>,
         lock_wait: Duration,
         options: DiskOptions,
-    ) -> Result<(DiskTier, Vec<RecoveredEntry>, OpenReport)> {
+    ) -> Result<(DiskTier, Recovered, OpenReport)> {
         let layout = Layout::new(root);
         let writable = mode != DiskMode::ReadOnly;
         if writable {
@@ -182,12 +182,12 @@ impl DiskTier {
             scratch: Vec::new(),
         };
         let (entries, report) = tier.recover()?;
-        for e in &entries {
-            if e.loc.place == Place::File {
+        for (key, loc) in entries.iter() {
+            if loc.place == Place::File {
                 tier.own_files += 1;
-                tier.own_file_bytes += file_bytes(e.key.len(), e.loc.stored_len);
+                tier.own_file_bytes += file_bytes(key.len(), loc.stored_len);
             }
-            tier.next_seq = tier.next_seq.max(e.loc.seq + 1);
+            tier.next_seq = tier.next_seq.max(loc.seq + 1);
         }
         Ok((tier, entries, report))
     }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::disk::index_log::{self, IndexLog, Replay};
+use crate::disk::index_log::{self, IndexLog, KeyAt, Replay};
 use crate::disk::layout::{self, DigestSet, KeyDigest};
 use crate::disk::segment::{self, RecordPlace};
 use crate::disk::{DiskLoc, DiskMode, DiskTier, Place, io, value_file};
@@ -29,27 +29,64 @@ pub(crate) struct OpenReport {
     pub(crate) damage: Vec<(PathBuf, String)>,
 }
 
-/// A key found on disk when opening.
-#[derive(Debug)]
-pub(crate) struct RecoveredEntry {
-    pub(crate) key: Vec<u8>,
-    pub(crate) loc: DiskLoc,
+/// The keys found on disk when opening, with where their values are. The encoded keys live in
+/// one buffer (the index's bytes, plus keys adopted from files) rather than one allocation each.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    arena: Vec<u8>,
+    entries: Vec<(KeyAt, DiskLoc)>,
+}
+
+impl Recovered {
+    fn with_arena(arena: Vec<u8>, capacity: usize) -> Self {
+        Recovered {
+            arena,
+            entries: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Adds an entry whose key is already in the arena.
+    fn push_at(&mut self, key: KeyAt, loc: DiskLoc) {
+        self.entries.push((key, loc));
+    }
+
+    /// Adds an entry, copying its key into the arena.
+    fn push(&mut self, key: &[u8], loc: DiskLoc) {
+        let at = KeyAt {
+            at: self.arena.len(),
+            len: key.len(),
+        };
+        self.arena.extend_from_slice(key);
+        self.entries.push((at, loc));
+    }
+
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Every entry: the encoded key and where its value is.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], DiskLoc)> {
+        self.entries
+            .iter()
+            .map(|(k, loc)| (k.of(&self.arena), *loc))
+    }
 }
 
 impl DiskTier {
     /// Replays the index, scans the files, reconciles them, and opens the index for appending
     /// (rewriting it when anything was mended).
-    pub(super) fn recover(&mut self) -> Result<(Vec<RecoveredEntry>, OpenReport)> {
+    pub(super) fn recover(&mut self) -> Result<(Recovered, OpenReport)> {
         let mut report = OpenReport::default();
         if self.mode == DiskMode::Temp {
-            return Ok((Vec::new(), report));
+            return Ok((Recovered::default(), report));
         }
         let writable = self.mode == DiskMode::Persistent;
         let index_path = self.layout.index();
         let replay = match std::fs::read(&index_path) {
             Ok(_) if self.options.rebuild_index => None,
             Ok(bytes) => match index_log::check_header(&bytes) {
-                Ok(()) => Some(index_log::replay(&bytes)),
+                Ok(()) => Some((index_log::replay(&bytes), bytes)),
                 Err(Some(version)) => {
                     return Err(Error::UnsupportedFormat {
                         path: index_path,
@@ -70,10 +107,11 @@ impl DiskTier {
             writable,
         )?;
         let (records, valid_len, mut to_sync, entries) = match replay {
-            Some(replay) => {
+            Some((replay, bytes)) => {
                 let (records, valid_len) = (replay.records, replay.valid_len);
                 report.torn_index_tail = replay.torn_tail.clone();
-                let (entries, to_sync) = self.reconcile(replay, present, writable, &mut report)?;
+                let (entries, to_sync) =
+                    self.reconcile(replay, bytes, present, writable, &mut report)?;
                 (records, valid_len, to_sync, entries)
             }
             None => {
@@ -83,9 +121,9 @@ impl DiskTier {
             }
         };
         let mut live_end: HashMap<u32, u64> = HashMap::new();
-        for e in &entries {
-            if let Place::Segment(p) = e.loc.place {
-                let len = segment::record_len(e.key.len(), e.loc.stored_len);
+        for (key, loc) in entries.iter() {
+            if let Place::Segment(p) = loc.place {
+                let len = segment::record_len(key.len(), loc.stored_len);
                 self.segments.add_live(p.segment, len);
                 let end = live_end.entry(p.segment).or_default();
                 *end = (*end).max(p.offset + len);
@@ -106,11 +144,7 @@ impl DiskTier {
             }
             self.unsynced_dirs.insert(self.layout.values());
             self.sync_dirs()?;
-            self.index = Some(IndexLog::rewrite(
-                &index_path,
-                entries.iter().map(|e| (&e.key[..], e.loc)),
-                true,
-            )?);
+            self.index = Some(IndexLog::rewrite(&index_path, entries.iter(), true)?);
             io::sync_dir(self.layout.root())?;
         } else {
             self.index = Some(IndexLog::open_append(&index_path, valid_len, records)?);
@@ -123,13 +157,15 @@ impl DiskTier {
     fn reconcile(
         &mut self,
         mut replay: Replay,
+        index_bytes: Vec<u8>,
         mut present: DigestSet,
         writable: bool,
         report: &mut OpenReport,
-    ) -> Result<(Vec<RecoveredEntry>, Vec<PathBuf>)> {
-        let mut entries = Vec::with_capacity(replay.entries.len());
+    ) -> Result<(Recovered, Vec<PathBuf>)> {
+        let mut entries = Recovered::with_arena(index_bytes, replay.entries.len());
         let mut to_sync = Vec::new();
-        for (digest, (key, loc, record)) in std::mem::take(&mut replay.entries) {
+        for (digest, (key_at, loc, record)) in std::mem::take(&mut replay.entries) {
+            let key = key_at.of(&entries.arena);
             let has_file = !present.is_empty() && present.remove(&digest);
             let unflushed = replay.is_unflushed(record);
             let mut chosen = match loc.place {
@@ -179,7 +215,7 @@ impl DiskTier {
                 }
             }
             if let Some(loc) = chosen {
-                entries.push(RecoveredEntry { key, loc });
+                entries.push_at(key_at, loc);
             }
         }
         for digest in present {
@@ -187,7 +223,7 @@ impl DiskTier {
                 Ok((key, loc)) if KeyDigest::of(&key) == digest => {
                     report.adopted_orphans += 1;
                     to_sync.push(self.layout.value_file(digest));
-                    entries.push(RecoveredEntry { key, loc });
+                    entries.push(&key, loc);
                 }
                 _ => self.discard_file(digest, writable, report)?,
             }
@@ -202,7 +238,7 @@ impl DiskTier {
         present: DigestSet,
         writable: bool,
         report: &mut OpenReport,
-    ) -> Result<(Vec<RecoveredEntry>, Vec<PathBuf>)> {
+    ) -> Result<(Recovered, Vec<PathBuf>)> {
         let mut best: HashMap<Vec<u8>, (u64, Option<DiskLoc>)> = HashMap::new();
         let mut offer = |key: &[u8], seq: u64, loc: Option<DiskLoc>| {
             let slot = best.entry(key.to_vec()).or_insert((0, None));
@@ -252,10 +288,12 @@ impl DiskTier {
                 _ => self.discard_file(digest, writable, report)?,
             }
         }
-        let entries: Vec<RecoveredEntry> = best
-            .into_iter()
-            .filter_map(|(key, (_, loc))| loc.map(|loc| RecoveredEntry { key, loc }))
-            .collect();
+        let mut entries = Recovered::default();
+        for (key, (_, loc)) in best {
+            if let Some(loc) = loc {
+                entries.push(&key, loc);
+            }
+        }
         report.adopted_orphans += entries.len() as u64;
         Ok((entries, to_sync))
     }
