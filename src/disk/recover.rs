@@ -189,7 +189,7 @@ impl DiskTier {
                     if !self.segments.contains(place, len) {
                         report.dropped_missing += 1;
                         None
-                    } else if unflushed && !self.record_is_sound(&key, place, len, loc.seq) {
+                    } else if unflushed && !self.record_is_sound(key, place, len, loc.seq) {
                         report.discarded_damaged += 1;
                         None
                     } else {
