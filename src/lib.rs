@@ -97,6 +97,8 @@
 //! helps, written to a temporary file, renamed into place and recorded in the index log.
 //! The on-disk formats and the crash-safety argument are in `docs/design.md`.
 
+#[cfg(feature = "ndarray")]
+mod array;
 mod chest;
 mod codec;
 mod disk;
@@ -104,9 +106,14 @@ mod error;
 mod memory;
 mod stats;
 
+#[cfg(feature = "ndarray")]
+pub use array::{ArrayWriter, Element, MappedArray};
 pub use chest::{Chest, ChestBuilder, DEFAULT_BUDGET_BYTES};
 pub use codec::{Bincode, Codec, CodecError, Compression};
 pub use disk::KeyDigest;
 pub use error::{Error, Result};
 pub use memory::Policy;
+/// The `ndarray` crate this build uses, so array types always match.
+#[cfg(feature = "ndarray")]
+pub use ndarray;
 pub use stats::Stats;

@@ -1,5 +1,7 @@
 //! The public [`Chest`] type.
 
+#[cfg(feature = "ndarray")]
+mod arrays;
 mod builder;
 mod state;
 

@@ -5,6 +5,9 @@
 //! eviction order. A value heavier than the budget goes straight to disk. So `memory_bytes`
 //! never exceeds the budget, and a failed spill leaves the operation undone.
 
+#[cfg(feature = "ndarray")]
+mod arrays;
+
 use std::hash::Hash;
 use std::sync::Arc;
 

@@ -1,0 +1,2 @@
+//! W3 benchmark (placeholder).
+fn main() {}

@@ -1,0 +1,2 @@
+//! Example (placeholder).
+fn main() {}
