@@ -483,3 +483,52 @@ fn read_only_handles_map_arrays_and_refuse_writes() {
         Err(Error::ReadOnly { .. })
     ));
 }
+
+#[test]
+fn arrays_replace_values_without_touching_callers_arcs_or_the_budget() {
+    let chest: Store = Chest::builder()
+        .budget(1 << 20)
+        .compression(spillchest::Compression::Lz4)
+        .open()
+        .unwrap();
+    chest.insert("k".into(), vec![3; 1000]).unwrap();
+    let held = chest.get(&"k".into()).unwrap().unwrap();
+    assert!(chest.stats().memory_bytes > 0);
+    // Zeros compress well, but arrays are stored raw: the view maps the elements as they are.
+    let zeros = Array::<u64, _>::zeros((512, 512));
+    chest.insert_array("k".into(), &zeros).unwrap();
+    assert_eq!(chest.stats().memory_bytes, 0);
+    assert_eq!(*held, vec![3; 1000]);
+    let view = chest.get_array::<u64, Ix2>(&"k".into()).unwrap().unwrap();
+    assert_eq!(view.view(), zeros);
+    assert!(std::fs::metadata(view.path()).unwrap().len() > 512 * 512 * 8);
+    // Plain values, compressed or not, still round-trip beside arrays.
+    let big = vec![9u8; 4 << 20];
+    chest.insert("big".into(), big.clone()).unwrap();
+    chest.insert("filler".into(), vec![1; 900_000]).unwrap();
+    assert_eq!(chest.get(&"big".into()).unwrap().as_deref(), Some(&big));
+    // Back to a plain value: the old view keeps its bytes.
+    chest.insert("k".into(), vec![4]).unwrap();
+    assert_eq!(chest.get(&"k".into()).unwrap().as_deref(), Some(&vec![4]));
+    assert_eq!(view.view().sum(), 0);
+}
+
+#[test]
+fn a_writer_and_inserts_of_the_same_key_do_not_disturb_each_other() {
+    let chest = Store::with_budget(1 << 20).unwrap();
+    let mut writer = chest.create_array::<f32, Ix1>("k".into(), 1 << 18).unwrap();
+    writer.as_slice_mut().fill(1.5);
+    let other = sample(Ix1(1 << 18), |i| i as f32);
+    chest.insert_array("k".into(), &other).unwrap();
+    let inserted = chest.get_array::<f32, Ix1>(&"k".into()).unwrap().unwrap();
+    writer.as_array_mut()[0] = 2.5;
+    writer.commit().unwrap();
+    let committed = chest.get_array::<f32, Ix1>(&"k".into()).unwrap().unwrap();
+    assert_eq!(committed.view()[0], 2.5);
+    assert_eq!(committed.view()[1], 1.5);
+    assert_eq!(inserted.view(), other);
+    committed.verify().unwrap();
+    inserted.verify().unwrap();
+    assert_eq!(chest.len(), 1);
+    assert_eq!(chest.stats().files, 1);
+}

@@ -545,13 +545,16 @@ impl DiskTier {
             }
             Err(e) => return Err(Error::io(&path, "read value file", e)),
         };
-        let parsed = value_file::parse(&bytes).map_err(|reason| Error::corrupt(&path, reason))?;
-        if parsed.key != key {
+        // The header first: an array is refused before its (possibly huge) payload is hashed.
+        let (header, file_key) = value_file::parse_prefix(&bytes, bytes.len() as u64)
+            .map_err(|reason| Error::corrupt(&path, reason))?;
+        if file_key != key {
             return Err(Error::corrupt(&path, "file holds a different key"));
         }
-        if parsed.header.array {
+        if header.array {
             return Err(array_not_value(&path));
         }
+        let parsed = value_file::parse(&bytes).map_err(|reason| Error::corrupt(&path, reason))?;
         let header = parsed.header.clone();
         let sizes = PutSizes {
             raw_len: header.raw_len,

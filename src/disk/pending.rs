@@ -17,6 +17,9 @@ use memmap2::MmapMut;
 use crate::disk::{io, mapped, value_file};
 use crate::error::{Error, Result};
 
+/// Pieces at least this long are checksummed on a second thread while they are written.
+const PARALLEL_HASH_BYTES: usize = 1 << 20;
+
 /// A value file under construction.
 pub(crate) struct PendingValue {
     pub(crate) key: Vec<u8>,
@@ -74,12 +77,24 @@ impl PendingValue {
         &self.tmp
     }
 
-    /// Appends payload bytes.
+    /// Appends payload bytes. Large pieces are checksummed on a second thread while the
+    /// kernel copies them into the page cache, so the checksum costs no wall time.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all(bytes)
-            .map_err(|e| Error::io(&self.tmp, "write file", e))?;
-        self.hasher.update(bytes);
+        let (file, hasher) = (&mut self.file, &mut self.hasher);
+        let written = if bytes.len() >= PARALLEL_HASH_BYTES {
+            std::thread::scope(|s| {
+                let hashing = s.spawn(|| hasher.update(bytes));
+                let written = file.write_all(bytes);
+                if let Err(panic) = hashing.join() {
+                    std::panic::resume_unwind(panic);
+                }
+                written
+            })
+        } else {
+            hasher.update(bytes);
+            file.write_all(bytes)
+        };
+        written.map_err(|e| Error::io(&self.tmp, "write file", e))?;
         self.payload_len += bytes.len() as u64;
         Ok(())
     }

@@ -221,6 +221,30 @@ mod tests {
     }
 
     #[test]
+    fn the_array_flag_is_read_and_cannot_be_combined_with_lz4() {
+        let payload = b"array payload";
+        let sum = checksum(payload);
+        let mut f = encode_prefix_parts(
+            b"k",
+            payload.len() as u64,
+            payload.len() as u64,
+            FLAG_ARRAY,
+            sum,
+        );
+        f.extend_from_slice(payload);
+        assert!(parse(&f).unwrap().header.array);
+        let mut both = encode_prefix_parts(
+            b"k",
+            payload.len() as u64,
+            payload.len() as u64,
+            FLAG_ARRAY | FLAG_LZ4,
+            sum,
+        );
+        both.extend_from_slice(payload);
+        assert!(parse(&both).unwrap_err().contains("flags"));
+    }
+
+    #[test]
     fn truncation_and_extension_are_detected() {
         let f = file(b"key", b"payload");
         for len in 0..f.len() {
