@@ -85,7 +85,7 @@ pub enum Error {
     /// [`get`](crate::Chest::get), a serialized value read as an array, or an array of another
     /// element type or number of dimensions. Nothing is reinterpreted.
     KindMismatch {
-        /// The entry's value file (or the chest's directory when the value is only in memory).
+        /// The entry's value file (the path it would have, when the value is only in memory).
         path: PathBuf,
         /// What was asked for.
         expected: String,
