@@ -7,11 +7,11 @@
 //! ```text
 //! CARGO_TARGET_DIR=/work/target-arrays cargo bench --features ndarray --bench arrays
 //! ```
-//! Environment: `W3_ROUNDS` (default 5; each figure is the median), `W3_DIR` (where the
-//! chests live; default the system temporary directory), `W3_PYTHON` (default `python3`; set
+//! Environment: `W3_ROUNDS` (default 5; each figure is the median), `TMPDIR` (where the
+//! chests and files live; Python's chest uses it too), `W3_PYTHON` (default `python3`; set
 //! to `none` to skip the peer).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,9 +43,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One round of W3 in a fresh chest: (insert GB/s, read-all GB/s).
-fn spillchest_round(dir: &Path, source: &mut Array1<f64>) -> (f64, f64) {
+fn spillchest_round(source: &mut Array1<f64>) -> (f64, f64) {
+    // A temporary chest (no fsync, as Python's chest does none), in $TMPDIR like the rest.
     let chest: Chest<u64, Vec<u8>> = Chest::builder()
-        .path(dir.join("w3.chest"))
+        .temp()
         .budget(BUDGET_BYTES)
         .open()
         .expect("open chest");
@@ -70,10 +71,43 @@ fn spillchest_round(dir: &Path, source: &mut Array1<f64>) -> (f64, f64) {
     }
     let read = started.elapsed();
     assert!(total > 0.0);
-    // Temporary benchmark chests are not flushed: Python's chest does not fsync either.
     drop(chest);
-    std::fs::remove_dir_all(dir.join("w3.chest")).expect("clean up");
     (gbps(insert), gbps(read))
+}
+
+/// W3's last part: one array twice the budget (256 MiB) created in place through
+/// `create_array`, then read through `get_array`: (create+commit GB/s, read GB/s).
+fn large_array_round() -> (f64, f64) {
+    const LARGE_ELEMENTS: usize = 32 << 20; // 256 MiB of f64
+    let bytes = (LARGE_ELEMENTS * 8) as f64;
+    let chest: Chest<u64, Vec<u8>> = Chest::builder()
+        .temp()
+        .budget(BUDGET_BYTES)
+        .open()
+        .expect("open chest");
+    let started = Instant::now();
+    let mut writer = chest
+        .create_array::<f64, Ix1>(0, LARGE_ELEMENTS)
+        .expect("create_array");
+    for (i, x) in writer.as_slice_mut().iter_mut().enumerate() {
+        *x = (i & 1023) as f64;
+    }
+    writer.commit().expect("commit");
+    let create = started.elapsed();
+    let started = Instant::now();
+    let view = chest
+        .get_array::<f64, Ix1>(&0)
+        .expect("get_array")
+        .expect("present");
+    let sum = view.view().sum();
+    let read = started.elapsed();
+    assert!(sum > 0.0);
+    drop(view);
+    drop(chest);
+    (
+        bytes / create.as_secs_f64() / 1e9,
+        bytes / read.as_secs_f64() / 1e9,
+    )
 }
 
 /// The same bytes through plain `std::fs::write` and `std::fs::read`, and a memory copy.
@@ -143,8 +177,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let base: PathBuf = std::env::var_os("W3_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let dir = tempfile::tempdir_in(&base).expect("temporary directory");
+    let dir = tempfile::tempdir().expect("temporary directory");
 
     let mut source = Array1::from_iter((0..ELEMENTS).map(|i| i as f64));
     let baseline_anon = rss_anon_bytes();
@@ -168,10 +201,14 @@ fn main() {
     let (mut ins, mut read) = (Vec::new(), Vec::new());
     let (mut mw, mut mr, mut mc) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pi, mut pr, mut prss) = (Vec::new(), Vec::new(), 0.0f64);
+    let (mut lc, mut lr) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         sampling.store(true, Ordering::Relaxed);
-        let (i, r) = spillchest_round(dir.path(), &mut source);
+        let (i, r) = spillchest_round(&mut source);
+        let (c, l) = large_array_round();
         sampling.store(false, Ordering::Relaxed);
+        lc.push(c);
+        lr.push(l);
         ins.push(i);
         read.push(r);
         let (w, r, c) = machine_round(dir.path(), &source);
@@ -223,6 +260,12 @@ fn main() {
         "{:<44} {:>10.2}",
         "machine: memcpy of 8 MiB buffers",
         median(mc)
+    );
+    println!(
+        "{:<44} {:>10.2} {:>12.2}",
+        "spillchest 256 MiB array: create_array / get+sum",
+        median(lc),
+        median(lr)
     );
     println!(
         "spillchest RssAnon: baseline {} MiB (incl. the 8 MiB source), peak {} MiB, budget+64 MiB = {} MiB",
