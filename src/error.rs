@@ -81,6 +81,17 @@ pub enum Error {
         /// The chest's directory.
         path: PathBuf,
     },
+    /// The entry holds another kind of value than the one asked for: a raw array read with
+    /// [`get`](crate::Chest::get), a serialized value read as an array, or an array of another
+    /// element type or number of dimensions. Nothing is reinterpreted.
+    KindMismatch {
+        /// The entry's value file (the path it would have, when the value is only in memory).
+        path: PathBuf,
+        /// What was asked for.
+        expected: String,
+        /// What the entry holds.
+        found: String,
+    },
     /// The builder was given options that do not fit together.
     InvalidConfig {
         /// What is wrong.
@@ -168,6 +179,15 @@ impl fmt::Display for Error {
             Error::ReadOnly { path } => {
                 write!(f, "chest at {} was opened read-only", path.display())
             }
+            Error::KindMismatch {
+                path,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{} holds {found}, but {expected} was asked for",
+                path.display()
+            ),
             Error::InvalidConfig { reason } => write!(f, "invalid chest options: {reason}"),
         }
     }

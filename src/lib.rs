@@ -66,6 +66,64 @@
 //! - **Bad input changes nothing.** A value or key that fails to encode, a full disk, a chest
 //!   opened with the wrong types: each is an error, and every entry stored before is intact.
 //!
+//! ## Arrays and memory maps (cargo feature `ndarray`)
+//!
+//! Large numeric arrays (`ndarray::ArrayBase` of `f32`, `f64`, `i8` to `i64`, `u8` to `u64`,
+//! any number of dimensions) are stored raw: a small header (element type, shape, byte order)
+//! then the elements, little-endian, in standard order, 64-byte aligned, neither serialized
+//! nor compressed. [`Chest::insert_array`] writes one (from any memory layout);
+//! [`Chest::get_array`] returns a [`MappedArray`], a read-only view backed by a memory map of
+//! the file, with no copy; [`Chest::create_array`] returns an [`ArrayWriter`], a zeroed array
+//! mapped from a file and filled in place, which becomes an entry on
+//! [`ArrayWriter::commit`] (dropped without a commit, it leaves nothing behind). So an array
+//! larger than RAM can be produced and read.
+//!
+//! ```
+//! # #[cfg(feature = "ndarray")]
+//! # fn main() -> spillchest::Result<()> {
+//! use spillchest::Chest;
+//! use spillchest::ndarray::{Array2, Ix2};
+//!
+//! let chest: Chest<String, Vec<u8>> = Chest::with_budget(1 << 20)?;
+//! let a = Array2::from_shape_fn((300, 200), |(r, c)| (r * c) as f64);
+//! chest.insert_array("a".into(), &a.t())?; // any layout in; standard order on disk
+//! let view = chest.get_array::<f64, Ix2>(&"a".into())?.expect("present");
+//! assert_eq!(view.view(), a.t());
+//! assert!(chest.get_array::<f32, Ix2>(&"a".into()).is_err()); // never reinterpreted
+//!
+//! let mut writer = chest.create_array::<u16, Ix2>("b".into(), (1000, 1000))?;
+//! writer.as_array_mut().fill(7);
+//! writer.commit()?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "ndarray"))]
+//! # fn main() {}
+//! ```
+//!
+//! - **Views do not count against the budget.** Arrays go straight to disk and never enter
+//!   the memory tier; a view's pages are file-backed (the page cache), not anonymous memory,
+//!   and the kernel can drop them under pressure. [`Stats::memory_bytes`] does not include
+//!   them.
+//! - **A view outlives its entry.** Removing or overwriting the entry unlinks the file or
+//!   renames a new one over it; the chest never truncates or rewrites a value file in place,
+//!   so a live view keeps the old bytes until it is dropped.
+//! - **What is checked when.** On every `get_array`: the value file's header checksum and
+//!   key, the array header's own checksum, the element type, the number of dimensions and
+//!   every length, so a view is never built from a damaged shape. The elements' checksum
+//!   (xxh3 over the whole payload, computed on write) is verified on reopen for every file
+//!   written after the last flush (as for every value), and on demand by
+//!   [`MappedArray::verify`]; it is not verified on every `get_array`, because that would
+//!   read the whole array and defeat zero-copy. A view of an element whose bytes were damaged
+//!   on disk after the last flush reads those bytes until `verify` is called. Plain values
+//!   are unaffected: values of 1 MiB or more are also read through a map, and their every
+//!   byte is checked before decoding, as before.
+//! - **What a user must not do** while a view or a writer is alive: truncate, rewrite or edit
+//!   the chest's files from another program or handle (truncation under a live map kills the
+//!   process with `SIGBUS`; edits change the view's bytes), or put the chest on a file system
+//!   that does not keep unlinked files alive for open maps. `get` of an array entry and
+//!   `get_array` of a serialized value return [`Error::KindMismatch`].
+//! - The feature needs a little-endian target (elements are mapped as they are on disk).
+//!
 //! ## Design sketch
 //!
 //! Data flows one way: the public API, then the memory tier, then the disk tier. Nothing below
@@ -87,9 +145,13 @@
 //!           ├─ Meta          disk/meta.rs      `meta`: format version, codec, type names
 //!           ├─ IndexLog      disk/index_log.rs `.keys`: append-only checksummed records
 //!           ├─ value files   disk/value_file.rs `values/xx/<digest>.val`: header, key, payload
+//!           ├─ array payload disk/array_file.rs  raw arrays: header, shape, elements
+//!           ├─ PendingValue  disk/pending.rs   a value file written in pieces or mapped
+//!           ├─ mapped        disk/mapped.rs    memory maps and byte casts: the only `unsafe`
 //!           └─ layout, io    disk/layout.rs, disk/io.rs: paths from KeyDigest, atomic writes
 //!  format                    format.rs         public checks of each file format (fuzz targets)
 //!  verify_path, repair       verify.rs         check a chest's files; rebuild its index from them
+//!  MappedArray, ArrayWriter  array/mod.rs      views over maps (feature `ndarray`)
 //! ```
 //!
 //! A value's *weight* is its encoded size (or what a user [`ChestBuilder::weigher`] says).
@@ -99,6 +161,11 @@
 //! helps, written to a temporary file, renamed into place and recorded in the index log.
 //! The on-disk formats and the crash-safety argument are in `docs/design.md`.
 
+// The crate docs link to the array API, which exists only with the `ndarray` feature.
+#![cfg_attr(not(feature = "ndarray"), allow(rustdoc::broken_intra_doc_links))]
+
+#[cfg(feature = "ndarray")]
+mod array;
 mod chest;
 mod codec;
 mod disk;
@@ -110,6 +177,8 @@ mod memory;
 mod stats;
 mod verify;
 
+#[cfg(feature = "ndarray")]
+pub use array::{ArrayWriter, Element, MappedArray};
 pub use chest::{
     Chest, ChestBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SMALL_VALUE_BYTES,
 };
@@ -117,5 +186,8 @@ pub use codec::{Bincode, Codec, CodecError, Compression};
 pub use disk::KeyDigest;
 pub use error::{Error, Result};
 pub use memory::Policy;
+/// The `ndarray` crate this build uses, so array types always match.
+#[cfg(feature = "ndarray")]
+pub use ndarray;
 pub use stats::Stats;
 pub use verify::{Damage, RepairReport, VerifyReport, repair, verify_path};

@@ -1,5 +1,7 @@
 //! The public [`Chest`] type.
 
+#[cfg(feature = "ndarray")]
+mod arrays;
 mod builder;
 mod state;
 
@@ -101,7 +103,9 @@ where
     ///
     /// # Errors
     /// [`Error::Corrupt`](crate::Error::Corrupt) naming the file when its bytes fail a check;
-    /// [`Error::Decode`](crate::Error::Decode); [`Error::Io`](crate::Error::Io).
+    /// [`Error::Decode`](crate::Error::Decode); [`Error::Io`](crate::Error::Io);
+    /// [`Error::KindMismatch`](crate::Error::KindMismatch) when the entry is a raw array
+    /// (stored with `insert_array` or `create_array`, cargo feature `ndarray`).
     pub fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
         self.state.lock().get(key)
     }

@@ -10,6 +10,9 @@
 //! disk tier and committed with one write per file, and only then do they leave memory. A
 //! failed commit puts every victim back in its place.
 
+#[cfg(feature = "ndarray")]
+mod arrays;
+
 use std::hash::Hash;
 use std::sync::{Arc, Weak};
 

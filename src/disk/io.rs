@@ -1,8 +1,10 @@
 //! Small file helpers that attach paths to every error.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
+
+use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 
@@ -64,6 +66,41 @@ pub(crate) fn write_then_rename(
         let _ = fs::remove_file(tmp);
     }
     result
+}
+
+/// Files at least this long are memory-mapped rather than read into a buffer.
+pub(crate) const MAP_THRESHOLD_BYTES: u64 = 1 << 20;
+
+/// A whole file's bytes: read into a buffer when small, memory-mapped when large.
+#[derive(Debug)]
+pub(crate) enum FileBytes {
+    /// Read into memory.
+    Owned(Vec<u8>),
+    /// Mapped read-only; the pages come from the page cache, not the heap.
+    Mapped(Mmap),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Owned(bytes) => bytes,
+            FileBytes::Mapped(map) => map,
+        }
+    }
+}
+
+/// Reads a whole file, mapping it when it is at least [`MAP_THRESHOLD_BYTES`] long.
+pub(crate) fn read_file(path: &Path) -> std::io::Result<FileBytes> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len >= MAP_THRESHOLD_BYTES {
+        return crate::disk::mapped::map_read(&file).map(FileBytes::Mapped);
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(FileBytes::Owned(bytes))
 }
 
 /// Fsyncs a file that was written and closed earlier.

@@ -146,6 +146,17 @@ impl Layout {
             .join(format!("{digest}{VALUE_SUFFIX}"))
     }
 
+    /// A temporary path for a value file that no other writer uses: a value built in pieces
+    /// (an array being filled) may live there while other values of the same key are written.
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    pub(crate) fn value_tmp_unique(&self, digest: KeyDigest) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        self.value_dir(digest)
+            .join(format!("{digest}.{pid}-{n}{TMP_SUFFIX}"))
+    }
+
     /// The temporary path a value file is written under before its rename.
     pub(crate) fn value_tmp(&self, digest: KeyDigest) -> PathBuf {
         self.value_dir(digest).join(format!("{digest}{TMP_SUFFIX}"))

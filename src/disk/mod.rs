@@ -8,11 +8,15 @@
 //! failed commit is undone by [`DiskTier::discard_staged`]. Opening reconciles the index with
 //! the files (see `recover.rs` and `docs/design.md`).
 
+#[cfg(feature = "ndarray")]
+pub(crate) mod array_file;
 pub(crate) mod index_log;
 mod io;
 mod layout;
 mod lock;
+pub(crate) mod mapped;
 pub(crate) mod meta;
+mod pending;
 mod recover;
 pub(crate) mod segment;
 pub(crate) mod value_file;
@@ -30,6 +34,7 @@ pub use layout::KeyDigest;
 use layout::Layout;
 use lock::{LockFile, LockMode};
 pub(crate) use meta::Meta;
+pub(crate) use pending::PendingValue;
 pub(crate) use recover::{OpenReport, Recovered};
 use segment::{RecordPlace, SegmentStore};
 
@@ -67,7 +72,7 @@ pub(crate) struct DiskOptions {
 /// A value's encoded bytes read back from disk.
 #[derive(Debug)]
 pub(crate) struct Payload {
-    bytes: Vec<u8>,
+    bytes: io::FileBytes,
     start: usize,
     end: usize,
     /// The file the bytes came from, for error messages.
@@ -78,6 +83,43 @@ impl Payload {
     /// The encoded value.
     pub(crate) fn raw(&self) -> &[u8] {
         &self.bytes[self.start..self.end]
+    }
+}
+
+/// A value file mapped read-only whose header and key were checked (not its payload).
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) struct MappedValue {
+    pub(crate) map: memmap2::Mmap,
+    /// Where the payload starts in the map.
+    pub(crate) payload_offset: usize,
+    /// The xxh3-64 the header records for the payload.
+    pub(crate) payload_checksum: u64,
+    /// The payload is a raw array.
+    pub(crate) array: bool,
+    pub(crate) path: PathBuf,
+}
+
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+impl MappedValue {
+    /// The payload bytes.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.map[self.payload_offset..]
+    }
+}
+
+/// The checksum value files record for their payload.
+#[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+pub(crate) fn payload_checksum(bytes: &[u8]) -> u64 {
+    io::checksum(bytes)
+}
+
+/// The error for a value file that holds an array where a serialized value was asked for.
+pub(crate) fn array_not_value(path: &Path) -> Error {
+    Error::KindMismatch {
+        path: path.to_path_buf(),
+        expected: "a serialized value".into(),
+        found: "a raw array (read it with get_array)".into(),
     }
 }
 
@@ -344,14 +386,7 @@ impl DiskTier {
         seq: u64,
     ) -> Result<()> {
         let digest = KeyDigest::of(key);
-        let dir = self.layout.value_dir(digest);
-        let fan = digest.fan_out_index();
-        if !self.fan_out_made[fan] {
-            io::create_dir(&dir)?;
-            self.fan_out_made[fan] = true;
-            self.unsynced_dirs.insert(self.layout.values());
-            self.unsynced_dirs.insert(self.layout.root().to_path_buf());
-        }
+        let dir = self.make_fan_out(digest)?;
         let prefix = value_file::encode_prefix(key, payload, raw_len, compressed, seq);
         let path = self.layout.value_file(digest);
         io::write_then_rename(
@@ -365,6 +400,93 @@ impl DiskTier {
             self.unsynced_dirs.insert(dir);
         }
         Ok(())
+    }
+
+    /// Creates the fan-out directory of `digest` if it is not known to exist.
+    fn make_fan_out(&mut self, digest: KeyDigest) -> Result<PathBuf> {
+        let dir = self.layout.value_dir(digest);
+        let fan_index = digest.fan_out_index();
+        if !self.fan_out_made[fan_index] {
+            io::create_dir(&dir)?;
+            self.fan_out_made[fan_index] = true;
+            self.unsynced_dirs.insert(self.layout.values());
+            self.unsynced_dirs.insert(self.layout.root().to_path_buf());
+        }
+        Ok(dir)
+    }
+
+    /// Starts a value file for `key` written in pieces, under a temporary name of its own.
+    /// `array` marks its payload as a raw array. Such values always get a file of their own.
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    pub(crate) fn begin_value(&mut self, key: &[u8], array: bool) -> Result<PendingValue> {
+        self.refuse_if_read_only()?;
+        let digest = KeyDigest::of(key);
+        let dir = self.make_fan_out(digest)?;
+        let flags = if array { value_file::FLAG_ARRAY } else { 0 };
+        PendingValue::create(
+            key,
+            self.layout.value_tmp_unique(digest),
+            self.layout.value_file(digest),
+            dir,
+            flags,
+        )
+    }
+
+    /// Writes the header of a value built with [`begin_value`](Self::begin_value), renames it
+    /// into place and commits its index record. `previous` is where the key's value was. On
+    /// error the temporary file is deleted when `pending` drops and nothing stored before is
+    /// touched.
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    pub(crate) fn commit_value(
+        &mut self,
+        pending: &mut PendingValue,
+        previous: Option<DiskLoc>,
+    ) -> Result<DiskLoc> {
+        self.refuse_if_read_only()?;
+        let seq = self.take_seq();
+        let payload_len = pending.write_prefix(seq)?;
+        pending.rename_into_place()?;
+        if self.mode == DiskMode::Persistent {
+            self.unsynced_files.insert(pending.dest.clone());
+            self.unsynced_dirs.insert(pending.dir.clone());
+        }
+        let loc = DiskLoc {
+            place: Place::File,
+            seq,
+            raw_len: payload_len,
+            stored_len: payload_len,
+        };
+        let key = pending.key.clone();
+        self.after_put(&key, loc, previous);
+        self.commit_staged()?;
+        Ok(loc)
+    }
+
+    /// Maps the value file of `key` and checks its header, key and length, but not its payload
+    /// checksum (see the crate docs on arrays for when that is verified).
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    pub(crate) fn map_value(&self, key: &[u8]) -> Result<MappedValue> {
+        let path = self.layout.value_file(KeyDigest::of(key));
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::corrupt(&path, "value file is missing"));
+            }
+            Err(e) => return Err(Error::io(&path, "open value file", e)),
+        };
+        let map = mapped::map_read(&file).map_err(|e| Error::io(&path, "map value file", e))?;
+        let (header, file_key) = value_file::parse_prefix(&map, map.len() as u64)
+            .map_err(|reason| Error::corrupt(&path, reason))?;
+        if file_key != key {
+            return Err(Error::corrupt(&path, "file holds a different key"));
+        }
+        Ok(MappedValue {
+            payload_offset: header.payload_offset as usize,
+            payload_checksum: header.payload_checksum,
+            array: header.array,
+            map,
+            path,
+        })
     }
 
     /// Removes `key`'s stored value. A value file is deleted at once (before its Remove record,
@@ -458,17 +580,23 @@ impl DiskTier {
         let path = self.path_of(key, loc);
         let (bytes, start, end, compressed, raw_len, stored_len) = match loc.place {
             Place::File => {
-                let bytes = match std::fs::read(&path) {
+                let bytes = match io::read_file(&path) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         return Err(Error::corrupt(&path, "value file is missing"));
                     }
                     Err(e) => return Err(Error::io(&path, "read value file", e)),
                 };
-                let parsed = value_file::parse(&bytes).map_err(|r| Error::corrupt(&path, r))?;
-                if parsed.key != key {
+                // The header first: an array is refused before its (maybe huge) payload is hashed.
+                let (header, file_key) = value_file::parse_prefix(&bytes, bytes.len() as u64)
+                    .map_err(|r| Error::corrupt(&path, r))?;
+                if file_key != key {
                     return Err(Error::corrupt(&path, "file holds a different key"));
                 }
+                if header.array {
+                    return Err(array_not_value(&path));
+                }
+                let parsed = value_file::parse(&bytes).map_err(|r| Error::corrupt(&path, r))?;
                 let h = &parsed.header;
                 let (start, compressed, raw_len, stored_len) = (
                     h.payload_offset as usize,
@@ -480,9 +608,10 @@ impl DiskTier {
                 (bytes, start, end, compressed, raw_len, stored_len)
             }
             Place::Segment(place) => {
-                let bytes = self
-                    .segments
-                    .read(place, segment::record_len(key.len(), loc.stored_len))?;
+                let bytes = io::FileBytes::Owned(
+                    self.segments
+                        .read(place, segment::record_len(key.len(), loc.stored_len))?,
+                );
                 let record = segment::parse_record(&bytes).map_err(|r| {
                     Error::corrupt(&path, format!("record at offset {}: {r}", place.offset))
                 })?;
@@ -518,7 +647,7 @@ impl DiskTier {
             .map_err(|reason| Error::corrupt(&path, reason))?;
         let end = raw.len();
         Ok(Payload {
-            bytes: raw,
+            bytes: io::FileBytes::Owned(raw),
             start: 0,
             end,
             path,

@@ -369,7 +369,7 @@ impl DiskTier {
     /// Reads and verifies the value file of `digest` in full.
     fn check_file(&self, digest: KeyDigest) -> Result<(Vec<u8>, DiskLoc), String> {
         let path = self.layout.value_file(digest);
-        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+        let bytes = io::read_file(&path).map_err(|e| e.to_string())?;
         let parsed = value_file::parse(&bytes)?;
         let h = &parsed.header;
         Ok((

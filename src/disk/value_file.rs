@@ -5,7 +5,8 @@
 //! offset size field
 //!  0      8   magic  b"SPCHVAL\0"
 //!  8      2   format version (1), little-endian like every integer here
-//! 10      2   flags: bit 0 = payload is LZ4-compressed; other bits must be 0
+//! 10      2   flags: bit 0 = payload is LZ4-compressed; bit 1 = payload is a raw array (see
+//!             below; never together with bit 0); other bits must be 0
 //! 12      4   key length K
 //! 16      8   payload offset P (64 + K rounded up to a multiple of 64)
 //! 24      8   payload length S (stored bytes)
@@ -18,6 +19,12 @@
 //! P       S   payload
 //! ```
 //! The file is exactly `P + S` bytes long.
+//!
+//! With flag bit 1 the payload is not a codec encoding but a raw numeric array: an array header
+//! (its own magic, element type, shape, byte order and checksum, padded to a multiple of 64
+//! bytes) followed by the elements, little-endian, in standard (row-major) order. The layout of
+//! that header is in `disk/array_file.rs`. Because `P` and the array header are multiples of
+//! 64, the elements start 64-byte aligned in the file and so in a memory map of it.
 
 use crate::disk::io::{Cursor, checksum};
 
@@ -31,11 +38,15 @@ pub(crate) const HEADER_LEN: usize = 64;
 pub(crate) const PAYLOAD_ALIGN: u64 = 64;
 /// Flag bit: the payload is an LZ4 block.
 pub(crate) const FLAG_LZ4: u16 = 1;
+/// Flag bit: the payload is a raw array (array header, then the elements).
+pub(crate) const FLAG_ARRAY: u16 = 2;
 
 /// What a value file's header says, after every check passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ValueHeader {
     pub(crate) compressed: bool,
+    /// The payload is a raw array, not a codec encoding.
+    pub(crate) array: bool,
     pub(crate) key_len: u32,
     pub(crate) payload_offset: u64,
     pub(crate) payload_len: u64,
@@ -45,7 +56,7 @@ pub(crate) struct ValueHeader {
 }
 
 /// The payload offset for a key of `key_len` bytes.
-fn payload_offset(key_len: usize) -> u64 {
+pub(crate) fn payload_offset(key_len: usize) -> u64 {
     (HEADER_LEN as u64 + key_len as u64).div_ceil(PAYLOAD_ALIGN) * PAYLOAD_ALIGN
 }
 
@@ -57,16 +68,36 @@ pub(crate) fn encode_prefix(
     compressed: bool,
     seq: u64,
 ) -> Vec<u8> {
+    let flags = if compressed { FLAG_LZ4 } else { 0 };
+    encode_prefix_parts(
+        key,
+        payload.len() as u64,
+        raw_len,
+        flags,
+        checksum(payload),
+        seq,
+    )
+}
+
+/// The bytes that precede a payload of `payload_len` bytes whose xxh3-64 is `payload_checksum`.
+pub(crate) fn encode_prefix_parts(
+    key: &[u8],
+    payload_len: u64,
+    raw_len: u64,
+    flags: u16,
+    payload_checksum: u64,
+    seq: u64,
+) -> Vec<u8> {
     let offset = payload_offset(key.len());
     let mut out = Vec::with_capacity(offset as usize);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(if compressed { FLAG_LZ4 } else { 0 }).to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(&offset.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&payload_len.to_le_bytes());
     out.extend_from_slice(&raw_len.to_le_bytes());
-    out.extend_from_slice(&checksum(payload).to_le_bytes());
+    out.extend_from_slice(&payload_checksum.to_le_bytes());
     let header_sum = header_checksum(&out, key, seq);
     out.extend_from_slice(&header_sum.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
@@ -97,7 +128,7 @@ pub(crate) fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<(ValueHeader, 
         return Err(format!("unsupported value file version {version}"));
     }
     let flags = c.u16().ok_or_else(short)?;
-    if flags & !FLAG_LZ4 != 0 {
+    if flags & !(FLAG_LZ4 | FLAG_ARRAY) != 0 || flags == FLAG_LZ4 | FLAG_ARRAY {
         return Err(format!("unknown flags {flags:#x}"));
     }
     let key_len = c.u32().ok_or_else(short)?;
@@ -132,6 +163,7 @@ pub(crate) fn parse_prefix(bytes: &[u8], file_len: u64) -> Result<(ValueHeader, 
     }
     let header = ValueHeader {
         compressed,
+        array: flags & FLAG_ARRAY != 0,
         key_len,
         payload_offset: offset,
         payload_len,
@@ -203,6 +235,32 @@ mod tests {
                 assert_eq!(p.payload, b"some payload bytes", "byte {i}");
             }
         }
+    }
+
+    #[test]
+    fn the_array_flag_is_read_and_cannot_be_combined_with_lz4() {
+        let payload = b"array payload";
+        let sum = checksum(payload);
+        let mut f = encode_prefix_parts(
+            b"k",
+            payload.len() as u64,
+            payload.len() as u64,
+            FLAG_ARRAY,
+            sum,
+            1,
+        );
+        f.extend_from_slice(payload);
+        assert!(parse(&f).unwrap().header.array);
+        let mut both = encode_prefix_parts(
+            b"k",
+            payload.len() as u64,
+            payload.len() as u64,
+            FLAG_ARRAY | FLAG_LZ4,
+            sum,
+            2,
+        );
+        both.extend_from_slice(payload);
+        assert!(parse(&both).unwrap_err().contains("flags"));
     }
 
     #[test]
