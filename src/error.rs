@@ -63,7 +63,7 @@ pub enum Error {
     },
     /// A key or value could not be encoded. The chest is unchanged.
     Encode {
-        /// What was being encoded: "key", or "value of key <digest>".
+        /// What was being encoded: "key", or "value of key" followed by the key's digest.
         what: String,
         /// The codec's error.
         source: CodecError,
