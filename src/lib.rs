@@ -90,6 +90,8 @@
 //!           └─ layout, io    disk/layout.rs, disk/io.rs: paths from KeyDigest, atomic writes
 //!  format                    format.rs         public checks of each file format (fuzz targets)
 //!  verify_path, repair       verify.rs         check a chest's files; rebuild its index from them
+//!  ChestInfo, compact_path   inspect.rs        any chest, types unknown: summary, entries, check,
+//!                                              full compaction (the `spillchest` tool's library)
 //! ```
 //!
 //! A value's *weight* is its encoded size (or what a user [`ChestBuilder::weigher`] says).
@@ -106,6 +108,7 @@ mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod format;
+mod inspect;
 mod memory;
 mod stats;
 mod verify;
@@ -116,6 +119,7 @@ pub use chest::{
 pub use codec::{Bincode, Codec, CodecError, Compression};
 pub use disk::KeyDigest;
 pub use error::{Error, Result};
+pub use inspect::{ChestInfo, ChestSummary, CompactReport, EntryInfo, EntryPlace, compact_path};
 pub use memory::Policy;
 pub use stats::Stats;
 pub use verify::{Damage, RepairReport, VerifyReport, repair, verify_path};

@@ -73,6 +73,7 @@ impl DiskTier {
             Some(replay) => {
                 let (records, valid_len) = (replay.records, replay.valid_len);
                 report.torn_index_tail = replay.torn_tail.clone();
+                self.last_commit_ms = replay.last_commit_ms;
                 let (entries, to_sync) = self.reconcile(replay, present, writable, &mut report)?;
                 (records, valid_len, to_sync, entries)
             }
