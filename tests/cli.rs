@@ -230,7 +230,7 @@ fn a_healthy_chest_gives_stats_ls_and_verify_in_text_and_json() {
     assert!(
         verify
             .stdout
-            .contains("checked 44 entries (5 in value files), 1 segments")
+            .contains("checked 44 entries (5 in value files), 1 segment, ")
     );
     assert!(
         verify.stdout.contains("healthy: nothing damaged"),
@@ -290,11 +290,14 @@ fn verify_names_a_value_file_with_a_flipped_byte_and_its_key() {
     flip(&file, 10);
     let verify = run_on("verify", &path, &[], 1);
     let shown = format!(
-        "values/{}/{digest}.val key {digest}: corrupt data",
+        "\n  values/{}/{digest}.val key {digest}: payload checksum mismatch\n",
         &digest[..2]
     );
     assert!(verify.stdout.contains(&shown), "{verify:#?}");
-    assert!(verify.stdout.contains("DAMAGED: 1 problems"), "{verify:#?}");
+    assert!(
+        verify.stdout.contains("DAMAGED: 1 problem\n"),
+        "{verify:#?}"
+    );
     let v = json(&run_on("verify", &path, &["--json"], 1));
     assert_eq!(v["healthy"], false);
     assert_eq!(v["damaged"][0]["key_digest"], digest);
@@ -321,9 +324,9 @@ fn verify_names_a_segment_with_a_flipped_byte_and_the_damaged_key() {
     let verify = run_on("verify", &path, &[], 1);
     let digest = KeyDigest::of(&encoded(&39u32));
     assert!(
-        verify
-            .stdout
-            .contains(&format!("segments/00000001.seg key {digest}: corrupt data")),
+        verify.stdout.contains(&format!(
+            "segments/00000001.seg key {digest}: record at offset"
+        )),
         "{verify:#?}"
     );
     // The walk of the segment stops at the damaged record too.
@@ -584,7 +587,12 @@ fn compact_reclaims_overwritten_values_and_keeps_every_value() {
     chest.close().unwrap();
     // A second compaction has nothing left to reclaim in the segments.
     let again = run_on("compact", &path, &[], 0);
-    assert!(again.stdout.contains("0 segments rewritten"), "{again:#?}");
+    assert!(
+        again
+            .stdout
+            .contains(": 0 segments rewritten (0 records moved)"),
+        "{again:#?}"
+    );
 }
 
 #[test]

@@ -14,13 +14,12 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<u8, Failure> {
     writeln!(out, "after     {}", sized(r.bytes_after))?;
     writeln!(
         out,
-        "reclaimed {}: {} segments rewritten ({} records moved), {} empty segments deleted, \
-         index rewritten; {} entries",
+        "reclaimed {}: {} rewritten ({} moved), {} deleted, index rewritten; {}",
         sized(r.bytes_before.saturating_sub(r.bytes_after)),
-        r.segments_rewritten,
-        r.records_moved,
-        r.segments_deleted,
-        r.entries
+        human::count(r.segments_rewritten, "segment"),
+        human::count(r.records_moved, "record"),
+        human::count(r.segments_deleted, "empty segment"),
+        human::count(r.entries, "entry"),
     )?;
     Ok(OK)
 }

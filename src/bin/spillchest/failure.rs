@@ -24,8 +24,8 @@ Exit status:
   0  success; nothing damaged
   1  damage: verify found damaged entries or files, repair could not recover
      everything, or a command stopped at damaged data
-  2  the chest is locked by another process (a writer has it open; compact and
-     repair also wait for readers); the message names the lock file
+  2  the chest is locked by another process: a writer has it open (compact and
+     repair also need every reader gone); the message names the lock file
   3  not a chest (missing, not a directory, no chest metadata), a format this
      build cannot read, or an I/O error
   4  bad command line";

@@ -15,6 +15,15 @@ pub fn bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// `n` and `noun`, made plural unless `n` is 1: `1 segment`, `2 segments`, `0 entries`.
+pub fn count(n: u64, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {noun}s"),
+    }
+}
+
 /// A time in ms since the Unix epoch as `YYYY-MM-DD hh:mm:ss UTC`.
 pub fn utc(unix_ms: u64) -> String {
     let (date, secs) = split(unix_ms);
@@ -72,5 +81,8 @@ mod tests {
         assert_eq!(bytes(1000), "1000 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 << 20), "3.0 MiB");
+        assert_eq!(count(1, "entry"), "1 entry");
+        assert_eq!(count(0, "entry"), "0 entries");
+        assert_eq!(count(2, "segment"), "2 segments");
     }
 }

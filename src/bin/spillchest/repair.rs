@@ -19,11 +19,11 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<u8, Failure> {
         writeln!(out, "nothing lost")?;
         return Ok(OK);
     }
-    writeln!(
-        out,
-        "could not recover {} files or runs of records:",
-        r.unrecoverable.len()
-    )?;
+    let lost = match r.unrecoverable.len() {
+        1 => "1 damaged file or run of records".to_string(),
+        n => format!("{n} damaged files or runs of records"),
+    };
+    writeln!(out, "could not recover what {lost} held:")?;
     for d in &r.unrecoverable {
         writeln!(out, "  {}: {}", relative(dir, &d.path), d.reason)?;
     }

@@ -10,6 +10,7 @@ use serde_json::json;
 use spillchest::{ChestInfo, VerifyReport};
 
 use crate::failure::{DAMAGED, Failure, OK};
+use crate::human;
 use crate::ls::relative;
 
 /// How long a check runs before the progress bar appears.
@@ -46,8 +47,11 @@ pub fn run(dir: &Path, json: bool, out: &mut dyn Write) -> Result<u8, Failure> {
 fn write_text(dir: &Path, r: &VerifyReport, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "checked {} entries ({} in value files), {} segments, {} bytes",
-        r.entries_checked, r.files_checked, r.segments_checked, r.bytes_checked
+        "checked {} ({} in value files), {}, {} bytes",
+        human::count(r.entries_checked, "entry"),
+        r.files_checked,
+        human::count(r.segments_checked, "segment"),
+        r.bytes_checked
     )?;
     if r.discarded_on_open > 0 {
         writeln!(
@@ -59,10 +63,17 @@ fn write_text(dir: &Path, r: &VerifyReport, out: &mut dyn Write) -> std::io::Res
     if r.is_healthy() {
         return writeln!(out, "healthy: nothing damaged");
     }
-    writeln!(out, "DAMAGED: {} problems", r.damaged.len())?;
+    writeln!(
+        out,
+        "DAMAGED: {}",
+        human::count(r.damaged.len() as u64, "problem")
+    )?;
     for d in &r.damaged {
         let key = d.key.map_or(String::new(), |k| format!(" key {k}"));
-        writeln!(out, "  {}{key}: {}", relative(dir, &d.path), d.reason)?;
+        // The reason may repeat the path the line starts with.
+        let repeated = format!("corrupt data in {}: ", d.path.display());
+        let reason = d.reason.strip_prefix(&repeated).unwrap_or(&d.reason);
+        writeln!(out, "  {}{key}: {reason}", relative(dir, &d.path))?;
     }
     writeln!(
         out,
