@@ -427,6 +427,58 @@ fn repair_reports_what_it_could_not_recover() {
     run_on("verify", &path, &[], 0);
 }
 
+#[test]
+fn compact_stops_at_a_damaged_record_and_leaves_the_chest_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.chest");
+    build(&path);
+    let segment = path.join("segments").join("00000001.seg");
+    flip(&segment, 100);
+    let compact = run_on("compact", &path, &[], 1);
+    let want = format!(
+        "spillchest: corrupt data in {}: record checksum mismatch. Run `spillchest verify",
+        segment.display()
+    );
+    assert!(compact.stderr.contains(&want), "{compact:#?}");
+    assert!(compact.stderr.contains("spillchest repair"), "{compact:#?}");
+    assert!(compact.stdout.is_empty(), "{compact:#?}");
+    // The damaged segment is untouched: every other key still reads.
+    assert!(segment.exists());
+    let chest: Chest<u32, Vec<u8>> = Chest::open(&path).unwrap();
+    for k in (0..39).chain(100..105) {
+        assert_eq!(
+            chest.get(&k).unwrap().as_deref(),
+            expected(k).as_ref(),
+            "key {k}"
+        );
+    }
+    assert!(chest.get(&39).is_err());
+}
+
+#[test]
+fn damaged_metadata_exits_1_and_a_future_format_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.chest");
+    build(&path);
+    let meta = path.join("meta");
+    let good = fs::read(&meta).unwrap();
+    flip(&meta, 3);
+    for command in ["stats", "ls", "verify"] {
+        let run = run_on(command, &path, &[], 1);
+        let want = format!("spillchest: corrupt data in {}: ", meta.display());
+        assert!(run.stderr.contains(&want), "{command}: {run:#?}");
+    }
+    let mut future = good;
+    future[8] = 7;
+    fs::write(&meta, future).unwrap();
+    let run = run_on("stats", &path, &[], 3);
+    let want = format!(
+        "spillchest: {} has format version 7, which this build of spillchest cannot read",
+        meta.display()
+    );
+    assert!(run.stderr.contains(&want), "{run:#?}");
+}
+
 /// The role of the child process in the lock test: open the chest as a writer, say so, and
 /// hold it until the parent creates `release` beside the chest (or a minute passes).
 fn hold_lock(path: &Path) {
