@@ -152,6 +152,8 @@
 //!  format                    format.rs         public checks of each file format (fuzz targets)
 //!  verify_path, repair       verify.rs         check a chest's files; rebuild its index from them
 //!  MappedArray, ArrayWriter  array/mod.rs      views over maps (feature `ndarray`)
+//!  ChestInfo, compact_path   inspect.rs        any chest, types unknown: summary, entries, check,
+//!                                              full compaction (the `spillchest` tool's library)
 //! ```
 //!
 //! A value's *weight* is its encoded size (or what a user [`ChestBuilder::weigher`] says).
@@ -173,6 +175,7 @@ mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod format;
+mod inspect;
 mod memory;
 mod stats;
 mod verify;
@@ -185,6 +188,7 @@ pub use chest::{
 pub use codec::{Bincode, Codec, CodecError, Compression};
 pub use disk::KeyDigest;
 pub use error::{Error, Result};
+pub use inspect::{ChestInfo, ChestSummary, CompactReport, EntryInfo, EntryPlace, compact_path};
 pub use memory::Policy;
 /// The `ndarray` crate this build uses, so array types always match.
 #[cfg(feature = "ndarray")]

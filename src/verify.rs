@@ -109,6 +109,7 @@ pub fn verify_path(path: impl AsRef<Path>) -> Result<VerifyReport> {
 /// # Errors
 /// As [`verify_path`], with [`Error::Locked`] while any handle has the chest open.
 pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
+    crate::disk::check_is_chest(path.as_ref())?;
     let (mut disk, found, open_report) = DiskTier::open(
         path.as_ref(),
         DiskMode::Persistent,
@@ -127,6 +128,15 @@ impl DiskTier {
     /// Reads back every entry's stored value and walks every segment, reporting what is
     /// damaged.
     pub(crate) fn verify(&self, entries: &[(Vec<u8>, DiskLoc)]) -> VerifyReport {
+        self.verify_with_progress(entries, &mut || {})
+    }
+
+    /// As [`verify`](Self::verify), calling `progress` after each entry and each segment.
+    pub(crate) fn verify_with_progress(
+        &self,
+        entries: &[(Vec<u8>, DiskLoc)],
+        progress: &mut dyn FnMut(),
+    ) -> VerifyReport {
         let mut report = VerifyReport::default();
         for (key, loc) in entries {
             report.entries_checked += 1;
@@ -144,8 +154,10 @@ impl DiskTier {
                     reason: e.to_string(),
                 }),
             }
+            progress();
         }
-        for (path, outcome) in self.walk_segments() {
+        for id in self.segment_ids() {
+            let (path, outcome) = self.walk_segment(id);
             report.segments_checked += 1;
             match outcome {
                 Ok(bytes) => report.bytes_checked += bytes,
@@ -155,6 +167,7 @@ impl DiskTier {
                     reason,
                 }),
             }
+            progress();
         }
         report
     }

@@ -149,3 +149,18 @@ fn verify_and_repair_refuse_what_is_not_a_chest() {
         Err(Error::NotAChest { .. })
     ));
 }
+
+#[test]
+fn a_segment_whose_creation_a_crash_cut_short_is_dropped_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("torn-segment.chest");
+    build(&path);
+    // A crash right after a new segment file was created, before its header was written.
+    fs::write(path.join("segments/000000ff.seg"), b"SPCH").unwrap();
+    let chest: Chest<u32, Vec<u8>> = Chest::open(&path).unwrap();
+    assert!(chest.verify().unwrap().is_healthy());
+    assert_eq!(chest.len(), 44);
+    chest.close().unwrap();
+    assert!(!path.join("segments/000000ff.seg").exists());
+    assert!(verify_path(&path).unwrap().is_healthy());
+}

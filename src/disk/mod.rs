@@ -10,7 +10,9 @@
 
 #[cfg(feature = "ndarray")]
 pub(crate) mod array_file;
+mod compact_all;
 pub(crate) mod index_log;
+mod inspect;
 mod io;
 mod layout;
 mod lock;
@@ -30,6 +32,7 @@ use crate::error::{Error, Result};
 
 pub(crate) use index_log::{DiskLoc, Place, now_unix_ms};
 use index_log::{IndexLog, Record};
+pub(crate) use inspect::check_is_chest;
 pub use layout::KeyDigest;
 use layout::Layout;
 use lock::{LockFile, LockMode};
@@ -150,6 +153,8 @@ pub(crate) struct DiskTier {
     own_files: u64,
     own_file_bytes: u64,
     scratch: Vec<u8>,
+    /// Time of the index's last Commit record when it was replayed on open (tools show it).
+    last_commit_ms: Option<u64>,
 }
 
 /// The bytes a value file takes for a key of `key_len` and a payload of `stored_len`.
@@ -222,6 +227,7 @@ impl DiskTier {
             own_files: 0,
             own_file_bytes: 0,
             scratch: Vec::new(),
+            last_commit_ms: None,
         };
         let (entries, report) = tier.recover()?;
         for (key, loc) in entries.iter() {
@@ -715,30 +721,6 @@ impl DiskTier {
             }
         }
         Ok(())
-    }
-
-    /// Walks every segment record by record: its length, or why the walk stopped early.
-    pub(crate) fn walk_segments(&self) -> Vec<(PathBuf, Result<u64, String>)> {
-        self.segments
-            .ids()
-            .into_iter()
-            .map(|id| {
-                let path = self.segments.path_of(id);
-                let outcome = match std::fs::read(&path) {
-                    Ok(bytes) => match crate::format::check_segment(&bytes) {
-                        Ok(summary) => match summary.stopped {
-                            None => Ok(bytes.len() as u64),
-                            Some((at, why)) => {
-                                Err(format!("records from offset {at} unreadable: {why}"))
-                            }
-                        },
-                        Err(why) => Err(why),
-                    },
-                    Err(e) => Err(e.to_string()),
-                };
-                (path, outcome)
-            })
-            .collect()
     }
 
     /// Sealed segments that compaction should rewrite, emptiest first.

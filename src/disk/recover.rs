@@ -99,7 +99,7 @@ impl DiskTier {
             Err(e) => return Err(Error::io(&index_path, "read index", e)),
         };
         let present = self.scan_value_files(writable)?;
-        let found_segments = self.scan_segment_files()?;
+        let found_segments = self.scan_segment_files(writable)?;
         self.segments = segment::SegmentStore::open(
             &self.layout.segments(),
             &found_segments,
@@ -110,6 +110,7 @@ impl DiskTier {
             Some((replay, bytes)) => {
                 let (records, valid_len) = (replay.records, replay.valid_len);
                 report.torn_index_tail = replay.torn_tail.clone();
+                self.last_commit_ms = replay.last_commit_ms;
                 let (entries, to_sync) =
                     self.reconcile(replay, bytes, present, writable, &mut report)?;
                 (records, valid_len, to_sync, entries)
@@ -338,8 +339,11 @@ impl DiskTier {
         Ok(present)
     }
 
-    /// Lists the segment files present, with their lengths.
-    fn scan_segment_files(&self) -> Result<Vec<(u32, u64)>> {
+    /// Lists the segment files present, with their lengths. A file shorter than a segment
+    /// header is a segment whose creation a crash interrupted (its header goes out with its
+    /// first records, in one write), so nothing can refer to it: it is deleted when writable
+    /// and ignored otherwise.
+    fn scan_segment_files(&self, writable: bool) -> Result<Vec<(u32, u64)>> {
         let dir = self.layout.segments();
         let listing = match std::fs::read_dir(&dir) {
             Ok(listing) => listing,
@@ -360,6 +364,12 @@ impl DiskTier {
                 .metadata()
                 .map_err(|e| Error::io(entry.path(), "stat segment", e))?
                 .len();
+            if len < segment::FILE_HEADER_LEN {
+                if writable {
+                    io::remove_file(&entry.path())?;
+                }
+                continue;
+            }
             out.push((id, len));
         }
         out.sort_unstable();

@@ -495,6 +495,20 @@ impl SegmentStore {
         io::remove_file(&self.path_of(id))
     }
 
+    /// Seals the active segment, so the next record starts a new one (full compaction, which
+    /// may rewrite the segment that was active).
+    pub(crate) fn seal(&mut self) -> Result<()> {
+        self.write_staged()?;
+        self.active = None;
+        Ok(())
+    }
+
+    /// Each segment's id, length in bytes and bytes of live records.
+    pub(crate) fn usage(&self) -> Vec<(u32, u64, u64)> {
+        let usage = self.segments.iter();
+        usage.map(|(id, s)| (*id, s.len, s.live_bytes)).collect()
+    }
+
     /// The ids of every segment.
     pub(crate) fn ids(&self) -> Vec<u32> {
         self.segments.keys().copied().collect()
