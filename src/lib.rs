@@ -149,6 +149,7 @@
 //!           ├─ PendingValue  disk/pending.rs   a value file written in pieces or mapped
 //!           ├─ mapped        disk/mapped.rs    memory maps and byte casts: the only `unsafe`
 //!           └─ layout, io    disk/layout.rs, disk/io.rs: paths from KeyDigest, atomic writes
+//!  Memo, par_map             memo/             memoised results in a chest; compute-once; pool
 //!  format                    format.rs         public checks of each file format (fuzz targets)
 //!  verify_path, repair       verify.rs         check a chest's files; rebuild its index from them
 //!  MappedArray, ArrayWriter  array/mod.rs      views over maps (feature `ndarray`)
@@ -176,6 +177,7 @@ mod error;
 pub mod faults;
 pub mod format;
 mod inspect;
+pub mod memo;
 mod memory;
 mod stats;
 mod verify;
@@ -189,6 +191,7 @@ pub use codec::{Bincode, Codec, CodecError, Compression};
 pub use disk::KeyDigest;
 pub use error::{Error, Result};
 pub use inspect::{ChestInfo, ChestSummary, CompactReport, EntryInfo, EntryPlace, compact_path};
+pub use memo::{Memo, MemoKey};
 pub use memory::Policy;
 /// The `ndarray` crate this build uses, so array types always match.
 #[cfg(feature = "ndarray")]
