@@ -17,7 +17,7 @@ fn nth_prime(n: &u64) -> u64 {
         candidate += 1;
         if (2..)
             .take_while(|d| d * d <= candidate)
-            .all(|d| candidate % d != 0)
+            .all(|d| !candidate.is_multiple_of(d))
         {
             found += 1;
         }
