@@ -38,7 +38,10 @@ use stores::{BenchResult, FileStore, FoyerStore, KvStore, MapStore, RedbStore, S
 /// Which systems run on which workload, in run order. W4 reopens the directories W2 left.
 const PLAN: &[(&str, &[&str])] = &[
     ("limits", &["machine"]),
-    ("W1", &["spillchest", "hashmap", "files", "foyer"]),
+    (
+        "W1",
+        &["spillchest", "hashmap", "files", "foyer", "foyer-queue"],
+    ),
     ("W2", &["spillchest", "hashmap", "files", "redb", "foyer"]),
     ("W4", &["spillchest", "redb"]),
     ("W3", &["spillchest", "hashmap", "files"]),
@@ -191,6 +194,13 @@ fn kv_bytes(
             &cfg.dir,
             budget as usize,
             2 * data_bytes,
+            None,
+        )?),
+        "foyer-queue" => Box::new(FoyerStore::create(
+            &cfg.dir,
+            budget as usize,
+            2 * data_bytes,
+            Some(2 * data_bytes),
         )?),
         _ => return Err(format!("unknown system {sys}").into()),
     })

@@ -28,8 +28,9 @@ pub trait KvStore<V> {
     fn durable(&self) -> bool {
         true
     }
-    /// Closes and opens the store again; false when the store cannot be reopened.
-    fn reopen(&mut self) -> BenchResult<bool>;
+    /// Closes the store (untimed) and opens it again; returns the seconds the open took, or
+    /// `None` when the store cannot be reopened.
+    fn reopen(&mut self) -> BenchResult<Option<f64>>;
     /// Gets served from memory so far, when the store can tell.
     fn served_from_memory(&self) -> Option<u64> {
         None
@@ -116,12 +117,13 @@ impl<V: Serialize + DeserializeOwned> KvStore<V> for SpillStore<V> {
         Ok(self.chest().flush()?)
     }
 
-    fn reopen(&mut self) -> BenchResult<bool> {
+    fn reopen(&mut self) -> BenchResult<Option<f64>> {
         if let Some(chest) = self.chest.take() {
             chest.close()?;
         }
+        let t = std::time::Instant::now();
         self.chest = Some(Self::open_chest(&self.path, self.budget_bytes)?);
-        Ok(true)
+        Ok(Some(t.elapsed().as_secs_f64()))
     }
 
     fn served_from_memory(&self) -> Option<u64> {
@@ -168,8 +170,8 @@ impl<V> KvStore<V> for MapStore<V> {
         Ok(())
     }
 
-    fn reopen(&mut self) -> BenchResult<bool> {
-        Ok(false)
+    fn reopen(&mut self) -> BenchResult<Option<f64>> {
+        Ok(None)
     }
 
     fn durable(&self) -> bool {
@@ -251,14 +253,15 @@ impl<V: Serialize + DeserializeOwned> KvStore<V> for FileStore {
         Ok(())
     }
 
-    fn reopen(&mut self) -> BenchResult<bool> {
+    fn reopen(&mut self) -> BenchResult<Option<f64>> {
         // No index to load: a reopen has to list the directories to learn the keys.
+        let t = std::time::Instant::now();
         let mut keys = 0u64;
         for i in 0..256 {
             keys += std::fs::read_dir(self.root.join(format!("{i:02x}")))?.count() as u64;
         }
         std::hint::black_box(keys);
-        Ok(true)
+        Ok(Some(t.elapsed().as_secs_f64()))
     }
 
     fn report(&self, r: &Report) {
@@ -369,15 +372,16 @@ impl<V: Serialize + DeserializeOwned> KvStore<V> for RedbStore {
         self.commit()
     }
 
-    fn reopen(&mut self) -> BenchResult<bool> {
+    fn reopen(&mut self) -> BenchResult<Option<f64>> {
         self.commit()?;
         drop(self.db.take());
+        let t = std::time::Instant::now();
         self.db = Some(
             redb::Database::builder()
                 .set_cache_size(self.cache_bytes)
                 .open(&self.path)?,
         );
-        Ok(true)
+        Ok(Some(t.elapsed().as_secs_f64()))
     }
 
     fn report(&self, r: &Report) {
@@ -397,8 +401,10 @@ impl<V: Serialize + DeserializeOwned> KvStore<V> for RedbStore {
 }
 
 /// foyer's `HybridCache` with a byte weigher (memory = the chest's budget) and a file device,
-/// writing every entry to disk on insertion so that "durable" means the same as a flush. It may
-/// drop entries (a full submit queue, a full device); the workloads count what it returns.
+/// writing every entry to disk on insertion so that "durable" means the same as a flush (foyer
+/// never fsyncs: its writes reach the page cache). It may drop entries (a full submit queue, a
+/// full device); the workloads count what it returns. `queue_bytes` raises the submit queue's
+/// drop threshold (default 16 MiB) so that it buffers instead of dropping.
 pub struct FoyerStore {
     rt: tokio::runtime::Runtime,
     cache: foyer::HybridCache<u64, Vec<u8>>,
@@ -408,7 +414,12 @@ pub struct FoyerStore {
 
 impl FoyerStore {
     /// A cache with `memory_bytes` of memory and a device of `device_bytes` under `dir/foyer`.
-    pub fn create(dir: &Path, memory_bytes: usize, device_bytes: usize) -> BenchResult<Self> {
+    pub fn create(
+        dir: &Path,
+        memory_bytes: usize,
+        device_bytes: usize,
+        queue_bytes: Option<usize>,
+    ) -> BenchResult<Self> {
         use foyer::{BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCacheBuilder};
         let dir = dir.join("foyer");
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -420,12 +431,16 @@ impl FoyerStore {
             let device = FsDeviceBuilder::new(&dir)
                 .with_capacity(device_bytes)
                 .build()?;
+            let mut engine = BlockEngineConfig::new(device);
+            if let Some(q) = queue_bytes {
+                engine = engine.with_submit_queue_size_threshold(q);
+            }
             HybridCacheBuilder::new()
                 .with_policy(foyer::HybridCachePolicy::WriteOnInsertion)
                 .memory(memory_bytes)
                 .with_weighter(|_k: &u64, v: &Vec<u8>| v.len())
                 .storage()
-                .with_engine_config(BlockEngineConfig::new(device))
+                .with_engine_config(engine)
                 .build()
                 .await
         })?;
@@ -463,8 +478,8 @@ impl KvStore<Vec<u8>> for FoyerStore {
         Ok(())
     }
 
-    fn reopen(&mut self) -> BenchResult<bool> {
-        Ok(false)
+    fn reopen(&mut self) -> BenchResult<Option<f64>> {
+        Ok(None)
     }
 
     fn served_from_memory(&self) -> Option<u64> {
