@@ -35,6 +35,16 @@ use common::{PeakAnon, Report, RunConfig, proc_status_bytes};
 use report::{ChildResult, RunResults};
 use stores::{BenchResult, FileStore, FoyerStore, KvStore, MapStore, RedbStore, SpillStore};
 
+/// What `--help` prints.
+const USAGE: &str = "usage: cargo bench --bench workloads -- [--quick] [--scale X] \
+[--timebox SECONDS] [--dir PATH] [--only W1,W2,...] [--out PATH]
+  --quick      1% of every size (the CI smoke run)
+  --scale X    fraction of PRODUCT.md's sizes (default 1, or SPILLCHEST_BENCH_SCALE)
+  --timebox S  most seconds one phase may take before it stops early (default 300)
+  --dir PATH   where files go (default a fresh directory in the temp dir, or SPILLCHEST_BENCH_DIR)
+  --only LIST  workloads to run (the limits always run; W4 brings W2)
+  --out PATH   also write the markdown report there";
+
 /// Which systems run on which workload, in run order. W4 reopens the directories W2 left.
 const PLAN: &[(&str, &[&str])] = &[
     ("limits", &["machine"]),
@@ -89,7 +99,16 @@ fn parse_options() -> Result<Options, String> {
                 let dir = value("--child")?;
                 o.child = Some((wl, sys, dir.into()));
             }
-            // `cargo bench` passes `--bench`; libtest-style filters are ignored too.
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            // `cargo bench` passes `--bench`.
+            "--bench" => {}
+            other if other.starts_with('-') => {
+                return Err(format!("unknown option {other}\n{USAGE}"));
+            }
+            // Positional filters (as libtest takes) mean nothing here.
             _ => {}
         }
     }
