@@ -1,0 +1,471 @@
+//! The parent's side: parse what each child printed and write the tables of BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// One timed phase of one child.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// Phase name (`insert`, `read_all`, ...).
+    pub name: String,
+    /// Operations done.
+    pub ops: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Seconds taken.
+    pub secs: f64,
+}
+
+impl Phase {
+    /// Operations per second.
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.secs.max(1e-9)
+    }
+    /// Megabytes (10^6 bytes) per second.
+    pub fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.secs.max(1e-9)
+    }
+}
+
+/// Everything one child process reported.
+#[derive(Debug, Clone, Default)]
+pub struct ChildResult {
+    /// W1..W5 or `limits`.
+    pub workload: String,
+    /// The system measured.
+    pub system: String,
+    /// Timed phases in order.
+    pub phases: Vec<Phase>,
+    /// Plain numbers.
+    pub metrics: BTreeMap<String, f64>,
+    /// Sentences.
+    pub notes: Vec<String>,
+    /// Set when the child failed; the text says how.
+    pub error: Option<String>,
+    /// Wall-clock seconds of the whole child.
+    pub wall_secs: f64,
+}
+
+impl ChildResult {
+    /// Parses the `@` lines of a child's stdout.
+    pub fn parse(workload: &str, system: &str, stdout: &str) -> Self {
+        let mut out = ChildResult {
+            workload: workload.into(),
+            system: system.into(),
+            ..Default::default()
+        };
+        for line in stdout.lines() {
+            let mut it = line.splitn(2, ' ');
+            let (tag, rest) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            match tag {
+                "@phase" if f.len() == 4 => out.phases.push(Phase {
+                    name: f[0].into(),
+                    ops: f[1].parse().unwrap_or(0),
+                    bytes: f[2].parse().unwrap_or(0),
+                    secs: f[3].parse().unwrap_or(0.0),
+                }),
+                "@metric" if f.len() == 2 => {
+                    out.metrics
+                        .insert(f[0].into(), f[1].parse().unwrap_or(f64::NAN));
+                }
+                "@note" => out.notes.push(rest.into()),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The phase called `name`.
+    pub fn phase(&self, name: &str) -> Option<&Phase> {
+        self.phases.iter().find(|p| p.name == name)
+    }
+
+    /// The metric called `name`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.get(name).copied()
+    }
+}
+
+/// All results of a run, and the budgets the parent gave each workload.
+#[derive(Debug, Default)]
+pub struct RunResults {
+    /// Every child, in run order.
+    pub children: Vec<ChildResult>,
+    /// Budget in bytes per workload.
+    pub budgets: BTreeMap<String, u64>,
+}
+
+/// Bytes of memory allowed per key beside the budget: the design doc's ~48-byte map slot, the
+/// key, a priority-queue slot, rounded up.
+pub const INDEX_BYTES_PER_KEY: u64 = 96;
+const MIB: f64 = (1u64 << 20) as f64;
+
+fn fmt_num(x: f64) -> String {
+    if !x.is_finite() {
+        "–".into()
+    } else if x.fract() == 0.0 && x < 1e4 {
+        format!("{x:.0}")
+    } else if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e4 {
+        format!("{:.0} k", x / 1e3)
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+impl RunResults {
+    fn find(&self, workload: &str, system: &str) -> Option<&ChildResult> {
+        self.children
+            .iter()
+            .find(|c| c.workload == workload && c.system == system && c.error.is_none())
+    }
+
+    fn limit(&self, name: &str) -> Option<&Phase> {
+        self.find("limits", "machine")?.phase(name)
+    }
+
+    /// The limit a phase is compared with: writes with the fsynced sequential write, reads with
+    /// the warm sequential read (the page cache).
+    fn limit_for(&self, phase: &str) -> Option<(&'static str, &Phase)> {
+        let name = match phase {
+            "insert" | "insert_durable" => "seq_write_fsync",
+            "read_all" | "hot_reread" | "random_get" | "zipf_get" => "seq_read_warm",
+            _ => return None,
+        };
+        self.limit(name).map(|p| (name, p))
+    }
+
+    fn allowance(&self, c: &ChildResult) -> f64 {
+        let budget = self.budgets.get(&c.workload).copied().unwrap_or(0) as f64;
+        let entries = c
+            .metric("entries")
+            .or(c.metric("live_entries"))
+            .unwrap_or(0.0);
+        budget + entries * INDEX_BYTES_PER_KEY as f64 + 64.0 * MIB
+    }
+
+    /// The markdown report: limits, then one section per workload, then the targets.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "### Machine limits\n");
+        let _ = writeln!(
+            s,
+            "| measure | bytes | seconds | MB/s |\n|---|---:|---:|---:|"
+        );
+        if let Some(c) = self.find("limits", "machine") {
+            for p in &c.phases {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {:.3} | {:.0} |",
+                    p.name,
+                    fmt_num(p.bytes as f64),
+                    p.secs,
+                    p.mb_per_sec()
+                );
+            }
+            for n in &c.notes {
+                let _ = writeln!(s, "\nNote: {n}");
+            }
+        }
+        for wl in ["W1", "W2", "W3", "W4", "W5"] {
+            self.workload_section(&mut s, wl);
+        }
+        self.targets(&mut s);
+        let failed: Vec<&ChildResult> =
+            self.children.iter().filter(|c| c.error.is_some()).collect();
+        if !failed.is_empty() {
+            let _ = writeln!(s, "\n### Failures\n");
+            for c in failed {
+                let _ = writeln!(
+                    s,
+                    "- {} / {}: {}",
+                    c.workload,
+                    c.system,
+                    c.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+        s
+    }
+
+    fn workload_section(&self, s: &mut String, wl: &str) {
+        let children: Vec<&ChildResult> =
+            self.children.iter().filter(|c| c.workload == wl).collect();
+        if children.is_empty() {
+            return;
+        }
+        let budget = self.budgets.get(wl).copied().unwrap_or(0);
+        let _ = writeln!(s, "\n### {wl} (budget {:.1} MiB)\n", budget as f64 / MIB);
+        let _ = writeln!(
+            s,
+            "| system | phase | ops | seconds | ops/s | MB/s | ÷ limit | spillchest ÷ this |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let spill = self.find(wl, "spillchest");
+        for c in &children {
+            for p in &c.phases {
+                let lim = match self.limit_for(&p.name) {
+                    Some((name, l)) if p.bytes > 0 => {
+                        format!("{} of {name}", ratio(p.mb_per_sec(), l.mb_per_sec()))
+                    }
+                    _ => "–".into(),
+                };
+                let vs = match spill.and_then(|sp| sp.phase(&p.name)) {
+                    Some(sp) if c.system != "spillchest" && p.name != "flush" => {
+                        // Above 1: spillchest is faster. One-shot phases (reopen) compare times.
+                        if p.ops <= 1 {
+                            ratio(p.secs, sp.secs)
+                        } else {
+                            ratio(sp.ops_per_sec(), p.ops_per_sec())
+                        }
+                    }
+                    _ => "–".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {:.4} | {} | {} | {lim} | {vs} |",
+                    c.system,
+                    p.name,
+                    fmt_num(p.ops as f64),
+                    p.secs,
+                    fmt_num(p.ops_per_sec()),
+                    if p.bytes > 0 {
+                        format!("{:.0}", p.mb_per_sec())
+                    } else {
+                        "–".into()
+                    },
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n| system | peak RssAnon MiB | allowance MiB | VmHWM MiB | disk MiB | files | entries found (of asked) | share of gets from memory | child wall s |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for c in &children {
+            let found = ["read_all", "random_get", "zipf_get"]
+                .iter()
+                .find_map(|ph| {
+                    let asked = c.phase(ph)?.ops;
+                    Some(format!(
+                        "{} of {asked}",
+                        c.metric(&format!("{ph}_found"))? as u64
+                    ))
+                })
+                .unwrap_or_else(|| "–".into());
+            let share = ["zipf_get", "read_all", "random_get"]
+                .iter()
+                .find_map(|ph| c.metric(&format!("{ph}_memory_share")))
+                .map(|x| format!("{:.1}%", x * 100.0))
+                .unwrap_or_else(|| "–".into());
+            let peak = c.metric("peak_anon").unwrap_or(f64::NAN);
+            // The allowance is spillchest's promise; the others only show it for scale.
+            let allowance = if c.system == "spillchest" {
+                self.allowance(c)
+            } else {
+                f64::INFINITY
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {:.1}{} | {} | {:.1} | {:.1} | {} | {found} | {share} | {:.1} |",
+                c.system,
+                peak / MIB,
+                if peak > allowance { " (over)" } else { "" },
+                if allowance.is_finite() {
+                    format!("{:.1}", allowance / MIB)
+                } else {
+                    "–".into()
+                },
+                c.metric("vm_hwm").unwrap_or(f64::NAN) / MIB,
+                c.metric("disk_bytes").unwrap_or(f64::NAN) / MIB,
+                c.metric("files").map(fmt_num).unwrap_or_else(|| "–".into()),
+                c.wall_secs
+            );
+        }
+        for c in &children {
+            for n in &c.notes {
+                let _ = writeln!(s, "\n- {} / {}: {n}", c.system, wl);
+            }
+            if let Some(e) = &c.error {
+                let _ = writeln!(s, "\n- {} / {}: FAILED: {e}", c.system, wl);
+            }
+        }
+    }
+
+    fn targets(&self, s: &mut String) {
+        let _ = writeln!(s, "\n### Targets of issue 6\n");
+        let _ = writeln!(s, "| target | measured | met |\n|---|---|---|");
+        let mut row = |name: &str, measured: String, met: Option<bool>| {
+            let m = match met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            };
+            let _ = writeln!(s, "| {name} | {measured} | {m} |");
+        };
+        let sp = |wl: &str, ph: &str| self.find(wl, "spillchest").and_then(|c| c.phase(ph));
+        let peer = |wl: &str, sys: &str, ph: &str| self.find(wl, sys).and_then(|c| c.phase(ph));
+        let ratio_row = |a: Option<&Phase>, b: Option<&Phase>, min: f64, mb: bool| match (a, b) {
+            (Some(a), Some(b)) => {
+                let (x, y) = if mb {
+                    (a.mb_per_sec(), b.mb_per_sec())
+                } else {
+                    (a.ops_per_sec(), b.ops_per_sec())
+                };
+                (
+                    format!("{:.2}x ({} vs {})", x / y, fmt_num(x), fmt_num(y)),
+                    Some(x / y >= min),
+                )
+            }
+            _ => ("–".into(), None),
+        };
+        let (m, ok) = ratio_row(
+            sp("W1", "insert_durable"),
+            self.limit("seq_write_fsync"),
+            0.5,
+            true,
+        );
+        row(
+            "W1 insert (+flush) ≥ 0.5x sequential write with fsync (MB/s)",
+            m,
+            ok,
+        );
+        let (m, ok) = ratio_row(sp("W1", "insert"), self.limit("seq_write_fsync"), 0.5, true);
+        row("  (same, insert without the final flush)", m, ok);
+        let (m, ok) = ratio_row(
+            sp("W1", "insert_durable"),
+            peer("W1", "foyer", "insert_durable"),
+            2.0,
+            false,
+        );
+        row(
+            "W1 insert (+flush) ≥ 2x foyer durable (insert + wait)",
+            m,
+            ok,
+        );
+        for sys in ["foyer", "foyer-queue"] {
+            let kept = self.find("W1", sys).and_then(|c| {
+                let p = c.phase("insert_durable")?;
+                let found = c.metric("read_all_found")?;
+                Some((found, p.ops, found / p.secs.max(1e-9)))
+            });
+            let (m, ok) = match (kept, sp("W1", "insert_durable")) {
+                (Some((found, ops, rate)), Some(s)) => (
+                    format!(
+                        "{:.2}x ({} vs {}: {sys} returned {found} of {ops} at the end)",
+                        s.ops_per_sec() / rate,
+                        fmt_num(s.ops_per_sec()),
+                        fmt_num(rate)
+                    ),
+                    Some(s.ops_per_sec() / rate >= 2.0),
+                ),
+                _ => ("–".into(), None),
+            };
+            row(
+                &format!("  (same, counting only the entries {sys} could return)"),
+                m,
+                ok,
+            );
+        }
+        let (m, ok) = ratio_row(
+            sp("W1", "read_all"),
+            peer("W1", "files", "read_all"),
+            3.0,
+            false,
+        );
+        row("W1 read all ≥ 3x one-file-per-key", m, ok);
+        let ins = sp("W2", "insert");
+        row(
+            "W2 ≥ 1,000,000 inserts/s",
+            ins.map(|p| fmt_num(p.ops_per_sec())).unwrap_or_default(),
+            ins.map(|p| p.ops_per_sec() >= 1e6),
+        );
+        let g = sp("W2", "random_get");
+        row(
+            "W2 ≥ 300,000 random gets/s (warm page cache)",
+            g.map(|p| fmt_num(p.ops_per_sec())).unwrap_or_default(),
+            g.map(|p| p.ops_per_sec() >= 3e5),
+        );
+        let w2 = self.find("W2", "spillchest");
+        let files = w2.and_then(|c| c.metric("files"));
+        row(
+            "W2 ≤ 64 files",
+            files.map(fmt_num).unwrap_or_default(),
+            files.map(|f| f <= 64.0),
+        );
+        let re = sp("W2", "reopen_get");
+        row(
+            "W2 reopen ≤ 0.5 s",
+            re.map(|p| format!("{:.3} s", p.secs)).unwrap_or_default(),
+            re.map(|p| p.secs <= 0.5),
+        );
+        let amp = w2.and_then(|c| Some(c.metric("disk_bytes")? / c.metric("live_encoded_bytes")?));
+        row(
+            "W2 disk bytes ≤ 1.5x live encoded bytes",
+            amp.map(|a| format!("{a:.2}x")).unwrap_or_default(),
+            amp.map(|a| a <= 1.5),
+        );
+        let (m, ok) = ratio_row(
+            sp("W2", "insert_durable"),
+            peer("W2", "redb", "insert_durable"),
+            2.0,
+            false,
+        );
+        row("W2 inserts (+flush) ≥ 2x redb (durable commits)", m, ok);
+        let w4 = sp("W4", "open_get");
+        let w4_keys = self
+            .find("W4", "spillchest")
+            .and_then(|c| c.metric("entries"));
+        row(
+            "W4 reopen of the W2 chest + one get ≤ 0.5 s",
+            w4.map(|p| {
+                format!(
+                    "{:.3} s ({} keys)",
+                    p.secs,
+                    w4_keys.map(fmt_num).unwrap_or_default()
+                )
+            })
+            .unwrap_or_default(),
+            w4.map(|p| p.secs <= 0.5),
+        );
+        for wl in ["W1", "W2", "W3", "W4", "W5"] {
+            let c = self.find(wl, "spillchest");
+            let v = c.and_then(|c| Some((c.metric("peak_anon")?, self.allowance(c))));
+            row(
+                &format!("{wl} peak anonymous memory ≤ budget + index + 64 MiB"),
+                v.map(|(p, a)| format!("{:.1} MiB of {:.1} MiB", p / MIB, a / MIB))
+                    .unwrap_or_default(),
+                v.map(|(p, a)| p <= a),
+            );
+        }
+        let share = |sys: &str| {
+            self.find("W5", sys)
+                .and_then(|c| c.metric("zipf_get_memory_share"))
+        };
+        row(
+            "W5 share of gets from memory (report only): spillchest vs moka",
+            format!(
+                "{} vs {}",
+                share("spillchest")
+                    .map(|x| format!("{:.1}%", x * 100.0))
+                    .unwrap_or_default(),
+                share("moka")
+                    .map(|x| format!("{:.1}%", x * 100.0))
+                    .unwrap_or_default()
+            ),
+            None,
+        );
+    }
+}
