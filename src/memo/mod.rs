@@ -111,6 +111,10 @@ where
     /// The stored result of `args`, or `f(args)` computed, stored and returned. Concurrent
     /// callers of the same missing call wait for one computation and all get its result.
     ///
+    /// Compute-once covers this memo and its clones within one process: separately created
+    /// memos, or other processes, may both compute a missing call (the last result stored
+    /// wins). `f` must not call this memo with the same arguments: it would wait on itself.
+    ///
     /// # Errors
     /// Errors of the chest (reading the stored result, storing the new one) and of encoding
     /// the arguments. If `f` panics the panic continues and nothing is stored; a waiting
