@@ -136,7 +136,17 @@ impl Compression {
 }
 
 /// Decompresses an LZ4 block that must expand to exactly `raw_len` bytes.
-pub(crate) fn lz4_decompress(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+/// A length it claims beyond what LZ4 can expand to (about 255 times) is damage, refused before
+/// anything is allocated.
+pub(crate) fn lz4_decompress(stored: &[u8], raw_len: u64) -> Result<Vec<u8>, String> {
+    let limit = (stored.len() as u64).saturating_mul(255).saturating_add(64);
+    if raw_len > limit {
+        return Err(format!(
+            "raw length {raw_len} impossible for an lz4 payload of {} bytes",
+            stored.len()
+        ));
+    }
+    let raw_len = raw_len as usize;
     let mut out = vec![0u8; raw_len];
     match lz4_flex::block::decompress_into(stored, &mut out) {
         Ok(n) if n == raw_len => Ok(out),
@@ -175,8 +185,12 @@ mod tests {
         let zeros = vec![0u8; 10_000];
         assert!(Compression::Lz4.compress(&zeros, &mut out));
         assert!(out.len() < zeros.len());
-        assert_eq!(lz4_decompress(&out, zeros.len()).unwrap(), zeros);
-        assert!(lz4_decompress(&out, zeros.len() + 1).is_err());
+        assert_eq!(lz4_decompress(&out, zeros.len() as u64).unwrap(), zeros);
+        assert!(lz4_decompress(&out, zeros.len() as u64 + 1).is_err());
+        assert!(
+            lz4_decompress(&out, u64::MAX).is_err(),
+            "an absurd length is refused"
+        );
         let noise: Vec<u8> = (0..64u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
             .collect();

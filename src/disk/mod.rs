@@ -584,7 +584,7 @@ impl DiskTier {
     /// Reads and verifies the value of `key` stored at `loc`, decompressing it.
     pub(crate) fn read_value(&self, key: &[u8], loc: &DiskLoc) -> Result<Payload> {
         let path = self.path_of(key, loc);
-        let (bytes, start, end, compressed, raw_len, stored_len) = match loc.place {
+        let (bytes, start, end, compressed, raw_len) = match loc.place {
             Place::File => {
                 let bytes = match io::read_file(&path) {
                     Ok(bytes) => bytes,
@@ -604,14 +604,10 @@ impl DiskTier {
                 }
                 let parsed = value_file::parse(&bytes).map_err(|r| Error::corrupt(&path, r))?;
                 let h = &parsed.header;
-                let (start, compressed, raw_len, stored_len) = (
-                    h.payload_offset as usize,
-                    h.compressed,
-                    h.raw_len,
-                    h.payload_len,
-                );
+                let (start, compressed, raw_len) =
+                    (h.payload_offset as usize, h.compressed, h.raw_len);
                 let end = bytes.len();
-                (bytes, start, end, compressed, raw_len, stored_len)
+                (bytes, start, end, compressed, raw_len)
             }
             Place::Segment(place) => {
                 let bytes = io::FileBytes::Owned(
@@ -629,9 +625,9 @@ impl DiskTier {
                 }
                 let h = &record.header;
                 let start = segment::RECORD_HEADER_LEN + key.len();
-                let (compressed, raw_len, stored_len) = (h.compressed, h.raw_len, h.stored_len);
+                let (compressed, raw_len) = (h.compressed, h.raw_len);
                 let end = bytes.len();
-                (bytes, start, end, compressed, raw_len, stored_len)
+                (bytes, start, end, compressed, raw_len)
             }
         };
         if !compressed {
@@ -642,14 +638,7 @@ impl DiskTier {
                 path,
             });
         }
-        // LZ4 expands at most about 255 times; a larger claim is damage, not a value.
-        if raw_len > stored_len.saturating_mul(255).saturating_add(64) {
-            return Err(Error::corrupt(
-                &path,
-                "raw length impossible for its payload",
-            ));
-        }
-        let raw = lz4_decompress(&bytes[start..end], raw_len as usize)
+        let raw = lz4_decompress(&bytes[start..end], raw_len)
             .map_err(|reason| Error::corrupt(&path, reason))?;
         let end = raw.len();
         Ok(Payload {
