@@ -185,7 +185,8 @@ mod verify;
 #[cfg(feature = "ndarray")]
 pub use array::{ArrayWriter, Element, MappedArray};
 pub use chest::{
-    Chest, ChestBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SMALL_VALUE_BYTES,
+    Chest, ChestBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SHARDS,
+    DEFAULT_SMALL_VALUE_BYTES,
 };
 pub use codec::{Bincode, Codec, CodecError, Compression};
 pub use disk::KeyDigest;

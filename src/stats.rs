@@ -10,11 +10,15 @@ pub struct Stats {
     pub in_memory: u64,
     /// Entries whose current value has a copy on disk (some of them are also in memory).
     pub on_disk: u64,
-    /// Sum of the weights of the values held in memory. At most `budget_bytes` after every
-    /// operation unless a spill failed.
+    /// Sum of the weights of the values held in memory, plus room reserved for values being
+    /// inserted. At most `budget_bytes` at all times, unless a failed write put values back
+    /// in memory.
     pub memory_bytes: u64,
     /// The memory budget in bytes.
     pub budget_bytes: u64,
+    /// Bytes of evicted values queued for (or in) a background write: still in memory, not
+    /// counted in `memory_bytes`, bounded by the in-flight allowance.
+    pub in_flight_bytes: u64,
     /// Bytes of value files and segment files on disk.
     pub disk_bytes: u64,
     /// Bytes of value files and of the segment records some key still refers to. Compaction

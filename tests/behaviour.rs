@@ -104,7 +104,11 @@ fn a_value_heavier_than_the_budget_goes_straight_to_disk_and_is_not_kept() {
 
 #[test]
 fn a_spilled_value_still_held_by_a_caller_comes_back_as_the_same_arc() {
-    let chest: Chest<u32, Vec<u8>> = Chest::with_budget(300).unwrap();
+    let chest: Chest<u32, Vec<u8>> = Chest::builder()
+        .budget(300)
+        .synchronous_spill(true)
+        .open()
+        .unwrap();
     chest.insert(1, vec![1; 200]).unwrap();
     let held = chest.get(&1).unwrap().unwrap();
     chest.insert(2, vec![2; 200]).unwrap(); // evicts key 1
@@ -117,7 +121,11 @@ fn a_spilled_value_still_held_by_a_caller_comes_back_as_the_same_arc() {
 
 #[test]
 fn evicting_an_unchanged_loaded_value_writes_nothing_and_an_overwrite_does() {
-    let chest: Chest<u32, Vec<u8>> = Chest::with_budget(300).unwrap();
+    let chest: Chest<u32, Vec<u8>> = Chest::builder()
+        .budget(300)
+        .synchronous_spill(true)
+        .open()
+        .unwrap();
     chest.insert(1, vec![1; 200]).unwrap();
     chest.insert(2, vec![2; 200]).unwrap(); // spills 1
     assert_eq!(chest.stats().spills, 1);
@@ -136,6 +144,7 @@ fn lru_keeps_what_was_read_and_largest_evicts_the_biggest() {
     let lru: Chest<u32, Vec<u8>> = Chest::builder()
         .budget(700)
         .policy(Policy::Lru)
+        .synchronous_spill(true)
         .open()
         .unwrap();
     for k in 0..3 {
@@ -156,6 +165,7 @@ fn lru_keeps_what_was_read_and_largest_evicts_the_biggest() {
     let largest: Chest<u32, Vec<u8>> = Chest::builder()
         .budget(700)
         .policy(Policy::Largest)
+        .synchronous_spill(true)
         .open()
         .unwrap();
     largest.insert(0, vec![0; 400]).unwrap();
@@ -173,7 +183,12 @@ fn updates_work_in_memory_and_on_disk_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("upd.chest");
     {
-        let chest: Chest<u32, Vec<f64>> = Chest::builder().path(&path).budget(4096).open().unwrap();
+        let chest: Chest<u32, Vec<f64>> = Chest::builder()
+            .path(&path)
+            .budget(4096)
+            .synchronous_spill(true)
+            .open()
+            .unwrap();
         for k in 0..20 {
             chest.insert(k, vec![k as f64; 100]).unwrap();
         }
@@ -255,6 +270,7 @@ fn with_a_weigher_an_unencodable_value_is_reported_at_spill_and_stays_in_memory(
     let chest: Chest<u32, Fragile> = Chest::builder()
         .budget(100)
         .weigher(|v: &Fragile| 60 + v.data.len() as u64)
+        .synchronous_spill(true)
         .open()
         .unwrap();
     chest
@@ -488,6 +504,7 @@ fn threads_share_one_chest() {
             assert_eq!(v[0], t * 1000 + i);
         }
     }
+    chest.flush().unwrap(); // waits for the background writes
     assert!(chest.stats().on_disk > 0);
 }
 
@@ -741,14 +758,19 @@ impl Serialize for Explosive {
 }
 
 #[test]
-fn a_panicking_serialize_during_eviction_leaves_the_chest_consistent() {
-    let chest: Chest<u32, Explosive> = Chest::builder().budget(100).weigher(|_| 40).open().unwrap();
+fn a_panicking_serialize_during_eviction_is_an_error_and_leaves_the_chest_consistent() {
+    let chest: Chest<u32, Explosive> = Chest::builder()
+        .budget(100)
+        .weigher(|_| 40)
+        .synchronous_spill(true)
+        .open()
+        .unwrap();
     chest.insert(1, Explosive(true)).unwrap();
     chest.insert(2, Explosive(false)).unwrap();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = chest.insert(3, Explosive(false));
-    }));
-    assert!(outcome.is_err());
+    // The panic is caught where the value is encoded for its spill and reported as an error.
+    let err = chest.insert(3, Explosive(false)).unwrap_err();
+    assert!(matches!(err, Error::Encode { .. }), "{err}");
+    assert!(err.to_string().contains("panicked"), "{err}");
     // Key 1 is still the next victim, in memory, and the chest still works once it is gone.
     assert_eq!(chest.len(), 2);
     assert_eq!(chest.stats().in_memory, 2);

@@ -8,7 +8,8 @@
 //! - and separately, dropping the chest right after the failure (no clean close) and
 //!   reopening keeps every value acknowledged by a completed flush, or a later one.
 //!
-//! The fault state is global to the process: this file holds one test.
+//! The chest spills synchronously here, so that each error belongs to the operation that
+//! returns it. The fault state is global to the process: this file holds one test.
 #![cfg(feature = "fault-injection")]
 
 use std::collections::HashMap;
@@ -32,6 +33,9 @@ fn open(path: &Path) -> Chest<u64, Vec<u8>> {
         .budget(6 << 10)
         .small_value_bytes(1024)
         .segment_bytes(8 << 10)
+        // Each operation's own writes, so an error belongs to the operation that returns it
+        // (with background spilling it is reported by the next one: tests/disk_full.rs).
+        .synchronous_spill(true)
         .open()
         .expect("open")
 }
@@ -159,12 +163,22 @@ fn every_failing_write_fsync_or_rename_leaves_a_consistent_chest() {
             let (model, acked, _) = script(&chest, true);
             drop(chest);
             faults::clear();
+            let report = spillchest::verify_path(&path2);
             let chest = open(&path2);
             for key in 0..24u64 {
                 let found = chest.get(&key).unwrap().map(|v| (*v).clone());
                 let mut allowed = acked.get(&key).cloned().unwrap_or_else(|| vec![None]);
                 allowed.extend(model.get(&key).cloned().unwrap_or_else(|| vec![None]));
-                assert!(allowed.contains(&found), "{kind:?} #{n} dropped: key {key}");
+                assert!(
+                    allowed.contains(&found),
+                    "{kind:?} #{n} dropped: key {key}: found {:?}, allowed {:?}, {:?}",
+                    found.as_ref().map(|v| (v.len(), v[8])),
+                    allowed
+                        .iter()
+                        .map(|v| v.as_ref().map(|v| (v.len(), v[8])))
+                        .collect::<Vec<_>>(),
+                    report
+                );
             }
             runs += 1;
             if !fired {

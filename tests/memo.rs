@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use spillchest::memo::{CallError, Progress};
 use spillchest::{Chest, Memo, MemoKey};
 
-fn temp_chest<R: serde::Serialize + serde::de::DeserializeOwned>(
+fn temp_chest<R: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static>(
     budget: u64,
 ) -> Arc<Chest<MemoKey, R>> {
     Arc::new(Chest::with_budget(budget).unwrap())
@@ -195,6 +195,7 @@ fn results_ten_times_the_budget_all_come_back_correct() {
     for (x, r) in inputs.iter().zip(&results) {
         assert_eq!(**r, value(*x));
     }
+    memo.chest().flush().unwrap(); // waits for the background writes
     let s = memo.chest().stats();
     assert!(s.memory_bytes <= s.budget_bytes);
     assert!(s.spill_bytes > 10 * budget, "{s:?}");

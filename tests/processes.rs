@@ -36,6 +36,8 @@ fn open(path: &Path) -> TestChest {
         .path(path)
         .budget(BUDGET)
         .policy(Policy::Lru)
+        // The workload checks what spilled after each step.
+        .synchronous_spill(true)
         .open()
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }

@@ -59,7 +59,7 @@ pub struct SpillStore<V: Serialize + DeserializeOwned> {
     budget_bytes: u64,
 }
 
-impl<V: Serialize + DeserializeOwned> SpillStore<V> {
+impl<V: Serialize + DeserializeOwned + Send + Sync + 'static> SpillStore<V> {
     /// A fresh chest in `dir/chest` with `budget_bytes` (LRU, no compression).
     pub fn create(dir: &Path, budget_bytes: u64) -> BenchResult<Self> {
         let path = dir.join("chest");
@@ -98,7 +98,7 @@ impl<V: Serialize + DeserializeOwned> SpillStore<V> {
     }
 }
 
-impl<V: Serialize + DeserializeOwned> KvStore<V> for SpillStore<V> {
+impl<V: Serialize + DeserializeOwned + Send + Sync + 'static> KvStore<V> for SpillStore<V> {
     fn insert(&mut self, key: u64, value: V) -> BenchResult<()> {
         Ok(self.chest().insert(key, value)?)
     }

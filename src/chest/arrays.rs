@@ -18,8 +18,8 @@ const CHUNK_ELEMENTS: usize = 1 << 16;
 
 impl<K, V, C> Chest<K, V, C>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
     C: Codec,
 {
     /// Stores `array` under `key` in the raw array layout (element type, shape, then the
@@ -41,7 +41,7 @@ where
         S: Data<Elem = T>,
         D: Dimension,
     {
-        let mut pending = self.state.lock().begin_array(&key)?;
+        let mut pending = self.core.begin_array(&key)?;
         // The payload is written without holding the chest's lock.
         let shape: Vec<u64> = array.shape().iter().map(|&n| n as u64).collect();
         pending.append(&array_file::encode_header(T::CODE, &shape))?;
@@ -59,7 +59,7 @@ where
                 pending.append(as_bytes(&chunk))?;
             }
         }
-        self.state.lock().commit_array(key, &mut pending)
+        self.core.commit_array(key, &mut pending)
     }
 
     /// A read-only view of `key`'s array, backed by a memory map of its value file: no copy,
@@ -79,7 +79,7 @@ where
         &self,
         key: &K,
     ) -> Result<Option<MappedArray<T, D>>> {
-        let mapped = self.state.lock().map_array(key)?;
+        let mapped = self.core.map_array(key)?;
         mapped.map(MappedArray::new).transpose()
     }
 
@@ -98,9 +98,9 @@ where
         key: K,
         shape: impl IntoDimension<Dim = D>,
     ) -> Result<ArrayWriter<'_, T, D>> {
-        let pending = self.state.lock().begin_array(&key)?;
+        let pending = self.core.begin_array(&key)?;
         let commit = Box::new(move |pending: &mut crate::disk::PendingValue| {
-            self.state.lock().commit_array(key, pending)
+            self.core.commit_array(key, pending)
         });
         ArrayWriter::new(pending, shape.into_dimension(), commit)
     }

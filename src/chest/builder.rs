@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::chest::Chest;
-use crate::chest::state::{State, StateOptions, Weigher};
+use crate::chest::core::{Core, CoreOptions, Weigher};
 use crate::codec::{Bincode, Codec, Compression};
 use crate::disk::{DiskMode, DiskOptions, DiskTier, Meta, MetaCheck};
 use crate::error::{Error, Result};
@@ -45,9 +45,15 @@ pub struct ChestBuilder<K, V, C = Bincode> {
     lock_wait: Duration,
     small_value_bytes: u64,
     segment_bytes: u64,
+    background: bool,
+    in_flight_bytes: Option<u64>,
+    shards: usize,
     codec: C,
     _keys: PhantomData<fn() -> K>,
 }
+
+/// The default number of shards the memory tier is split into.
+pub const DEFAULT_SHARDS: usize = 16;
 
 impl<K, V> ChestBuilder<K, V, Bincode> {
     pub(crate) fn new() -> Self {
@@ -61,6 +67,9 @@ impl<K, V> ChestBuilder<K, V, Bincode> {
             lock_wait: Duration::ZERO,
             small_value_bytes: DEFAULT_SMALL_VALUE_BYTES,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            background: true,
+            in_flight_bytes: None,
+            shards: DEFAULT_SHARDS,
             codec: Bincode,
             _keys: PhantomData,
         }
@@ -133,6 +142,33 @@ impl<K, V, C> ChestBuilder<K, V, C> {
         self
     }
 
+    /// Spills synchronously: an operation that evicts values returns only after they are
+    /// written, and reports a failed write itself. By default (`false`) evicted values are
+    /// encoded and written by a background writer thread, `insert` returns without waiting for
+    /// the disk, and a failed background write keeps the value in memory and is reported by
+    /// the next operation (and by [`flush`](Chest::flush)).
+    pub fn synchronous_spill(mut self, synchronous: bool) -> Self {
+        self.background = !synchronous;
+        self
+    }
+
+    /// The most bytes of evicted values waiting for (or in) a background write; when reached,
+    /// operations that evict wait for the writer (backpressure). Default: an eighth of the
+    /// budget. Memory holds at most the budget plus this allowance (or, if
+    /// larger, one value).
+    pub fn in_flight_bytes(mut self, bytes: u64) -> Self {
+        self.in_flight_bytes = Some(bytes);
+        self
+    }
+
+    /// Splits the memory tier into `shards` parts (by key hash), each with its own lock, so
+    /// threads working on different keys rarely wait for each other (default 16; 0 counts as
+    /// 1). The budget and the eviction order stay chest-wide.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
     /// Encodes keys and values with `codec` instead of [`Bincode`].
     pub fn codec<C2: Codec>(self, codec: C2) -> ChestBuilder<K, V, C2> {
         ChestBuilder {
@@ -145,6 +181,9 @@ impl<K, V, C> ChestBuilder<K, V, C> {
             lock_wait: self.lock_wait,
             small_value_bytes: self.small_value_bytes,
             segment_bytes: self.segment_bytes,
+            background: self.background,
+            in_flight_bytes: self.in_flight_bytes,
+            shards: self.shards,
             codec,
             _keys: PhantomData,
         }
@@ -153,8 +192,8 @@ impl<K, V, C> ChestBuilder<K, V, C> {
 
 impl<K, V, C> ChestBuilder<K, V, C>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
     C: Codec,
 {
     /// Opens the chest.
@@ -213,18 +252,21 @@ where
             self.lock_wait,
             options,
         )?;
-        let state = State::recover(
+        let core = Core::recover(
             disk,
             found,
             &report,
-            StateOptions {
+            CoreOptions {
                 budget_bytes: self.budget_bytes,
                 policy: self.policy,
                 compression: self.compression,
                 weigher: self.weigher,
                 codec: self.codec,
+                background: self.background,
+                in_flight_bytes: self.in_flight_bytes,
+                shards: self.shards,
             },
         )?;
-        Ok(Chest::from_parts(state, root, temp))
+        Chest::from_parts(core, root, temp)
     }
 }

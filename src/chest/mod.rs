@@ -3,24 +3,24 @@
 #[cfg(feature = "ndarray")]
 mod arrays;
 mod builder;
-mod state;
+mod core;
 
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tempfile::TempDir;
 
+use self::core::Core;
 pub use builder::{
-    ChestBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SMALL_VALUE_BYTES,
+    ChestBuilder, DEFAULT_BUDGET_BYTES, DEFAULT_SEGMENT_BYTES, DEFAULT_SHARDS,
+    DEFAULT_SMALL_VALUE_BYTES,
 };
-use state::State;
 
 use crate::codec::{Bincode, Codec};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::stats::Stats;
 
 /// A typed map that keeps values in memory up to a byte budget and spills the rest to disk.
@@ -37,7 +37,9 @@ where
     V: Serialize + DeserializeOwned,
     C: Codec,
 {
-    state: Mutex<State<K, V, C>>,
+    core: Arc<Core<K, V, C>>,
+    /// The background writer, when spilling is not synchronous.
+    writer: Option<std::thread::JoinHandle<()>>,
     path: PathBuf,
     /// Declared last so the directory is removed after the state (and its lock file) closes.
     _temp: Option<TempDir>,
@@ -45,8 +47,8 @@ where
 
 impl<K, V> Chest<K, V, Bincode>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// A chest in a fresh temporary directory with a budget of `budget_bytes`, removed when the
     /// chest is dropped. Nothing is fsynced.
@@ -74,16 +76,32 @@ where
 
 impl<K, V, C> Chest<K, V, C>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
     C: Codec,
 {
-    pub(crate) fn from_parts(state: State<K, V, C>, path: PathBuf, temp: Option<TempDir>) -> Self {
-        Chest {
-            state: Mutex::new(state),
+    pub(crate) fn from_parts(
+        core: Core<K, V, C>,
+        path: PathBuf,
+        temp: Option<TempDir>,
+    ) -> Result<Self> {
+        let core = Arc::new(core);
+        let writer = if core.wants_writer() {
+            let shared = Arc::clone(&core);
+            let handle = std::thread::Builder::new()
+                .name("spillchest-writer".into())
+                .spawn(move || shared.run_writer())
+                .map_err(|e| Error::io(&path, "start the writer thread", e))?;
+            Some(handle)
+        } else {
+            None
+        };
+        Ok(Chest {
+            core,
+            writer,
             path,
             _temp: temp,
-        }
+        })
     }
 
     /// Stores `value` under `key`, replacing any value it had. When memory would exceed the
@@ -96,7 +114,7 @@ where
     /// spill needed to make room fails; [`Error::ReadOnly`](crate::Error::ReadOnly). On error the
     /// chest is unchanged.
     pub fn insert(&self, key: K, value: V) -> Result<()> {
-        self.state.lock().insert(key, value)
+        self.core.insert(key, value)
     }
 
     /// The value of `key`, from memory or read back from disk.
@@ -107,12 +125,12 @@ where
     /// [`Error::KindMismatch`](crate::Error::KindMismatch) when the entry is a raw array
     /// (stored with `insert_array` or `create_array`, cargo feature `ndarray`).
     pub fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
-        self.state.lock().get(key)
+        self.core.get(key)
     }
 
     /// True when the chest has `key`. Reads nothing from disk.
     pub fn contains_key(&self, key: &K) -> bool {
-        self.state.lock().contains_key(key)
+        self.core.contains_key(key)
     }
 
     /// Removes `key`; true when it was present.
@@ -121,7 +139,7 @@ where
     /// [`Error::Io`](crate::Error::Io) when its value file cannot be deleted (the entry is then
     /// kept); [`Error::ReadOnly`](crate::Error::ReadOnly).
     pub fn remove(&self, key: &K) -> Result<bool> {
-        self.state.lock().remove(key)
+        self.core.remove(key)
     }
 
     /// Changes `key`'s value in place with `f`, whether it is in memory or on disk; true when
@@ -137,12 +155,37 @@ where
     /// mutated the only in-memory copy of a value that has no current disk copy, the changed
     /// value is kept (in memory, counted in [`Stats::failed_spills`] if it could not make room).
     pub fn update<F: FnOnce(&mut V)>(&self, key: &K, f: F) -> Result<bool> {
-        self.state.lock().update(key, f)
+        self.core.update(key, f)
+    }
+
+    /// The value of `key`, or `f()`'s value inserted as `key`'s when the key is absent.
+    /// Concurrent callers for the same missing key run `f` once between them and all receive
+    /// its value; `f` must not call back into this chest for the same key.
+    ///
+    /// # Errors
+    /// As [`get`](Chest::get) and [`insert`](Chest::insert).
+    pub fn get_or_insert_with<F: FnOnce() -> V>(&self, key: K, f: F) -> Result<Arc<V>> {
+        self.core
+            .get_or_try_insert_with(key, || Ok::<V, Error>(f()))
+    }
+
+    /// Like [`get_or_insert_with`](Chest::get_or_insert_with) with a fallible `f`: its error
+    /// is returned to the caller that ran it and nothing is stored, so a later call (or a
+    /// waiting one) tries again. The chest's own errors convert into `E`.
+    ///
+    /// # Errors
+    /// `f`'s error, or the chest's as in [`get_or_insert_with`](Chest::get_or_insert_with).
+    pub fn get_or_try_insert_with<E, F>(&self, key: K, f: F) -> std::result::Result<Arc<V>, E>
+    where
+        E: From<Error>,
+        F: FnOnce() -> std::result::Result<V, E>,
+    {
+        self.core.get_or_try_insert_with(key, f)
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.state.lock().len()
+        self.core.len()
     }
 
     /// True when the chest has no entries.
@@ -152,28 +195,32 @@ where
 
     /// Every key, in no particular order.
     pub fn keys(&self) -> Vec<K> {
-        self.state.lock().keys()
+        self.core.keys()
     }
 
-    /// Makes every entry durable: writes each value that has no current disk copy (it also
-    /// stays in memory), then fsyncs the value files, their directories and the index. Does
-    /// nothing for a temporary or read-only chest.
+    /// Makes every entry durable: waits for queued background writes, writes each value that
+    /// has no current disk copy (it also stays in memory), then fsyncs the value files, their
+    /// directories and the index. For a temporary chest it only waits for queued writes; for
+    /// a read-only chest it does nothing.
     ///
     /// # Errors
     /// [`Error::Encode`](crate::Error::Encode), [`Error::DiskFull`](crate::Error::DiskFull),
     /// [`Error::Io`](crate::Error::Io); entries are then as durable as before the call.
     pub fn flush(&self) -> Result<()> {
-        self.state.lock().flush()
+        self.core.flush()
     }
 
     /// Flushes and releases the lock, reporting errors that dropping the chest would swallow.
     ///
     /// # Errors
     /// As [`flush`](Chest::flush), and [`Error::Io`](crate::Error::Io) from unlocking.
-    pub fn close(self) -> Result<()> {
-        let mut state = self.state.lock();
-        state.flush()?;
-        state.release()
+    pub fn close(mut self) -> Result<()> {
+        self.core.flush()?;
+        if let Some(handle) = self.writer.take() {
+            self.core.stop_writer();
+            let _ = handle.join();
+        }
+        self.core.release_lock()
     }
 
     /// The chest's directory (for a temporary chest, the temporary directory).
@@ -189,12 +236,12 @@ where
     /// [`Error::Encode`](crate::Error::Encode) if a key cannot be encoded; damage is reported,
     /// not returned as an error.
     pub fn verify(&self) -> Result<crate::VerifyReport> {
-        self.state.lock().verify()
+        self.core.verify()
     }
 
     /// A snapshot of the chest's counters.
     pub fn stats(&self) -> Stats {
-        self.state.lock().stats()
+        self.core.stats()
     }
 }
 
@@ -206,9 +253,12 @@ where
 {
     /// A persistent chest flushes on drop, best effort: use [`Chest::close`] to see errors.
     fn drop(&mut self) {
-        let state = self.state.get_mut();
-        if state.is_writable_persistent() {
-            let _ = state.flush();
+        if self.core.is_writable_persistent() {
+            let _ = self.core.flush();
+        }
+        if let Some(handle) = self.writer.take() {
+            self.core.stop_writer();
+            let _ = handle.join();
         }
     }
 }
@@ -222,7 +272,7 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chest")
             .field("path", &self.path)
-            .field("stats", &self.stats())
+            .field("stats", &self.core.stats())
             .finish()
     }
 }

@@ -24,7 +24,10 @@ pub(crate) mod segment;
 pub(crate) mod value_file;
 
 use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::codec::{Compression, lz4_decompress};
@@ -39,6 +42,7 @@ use lock::{LockFile, LockMode};
 pub(crate) use meta::Meta;
 pub(crate) use pending::PendingValue;
 pub(crate) use recover::{OpenReport, Recovered};
+
 use segment::{RecordPlace, SegmentStore};
 
 /// How a chest directory is used.
@@ -123,6 +127,106 @@ pub(crate) fn array_not_value(path: &Path) -> Error {
         path: path.to_path_buf(),
         expected: "a serialized value".into(),
         found: "a raw array (read it with get_array)".into(),
+    }
+}
+
+/// Reads stored values without the disk tier: the paths, plus the segment file handle the
+/// caller looked up. Only records whose index entry was committed are read, so their bytes
+/// are in the file.
+#[derive(Debug, Clone)]
+pub(crate) struct Reader {
+    layout: Layout,
+    segments_dir: PathBuf,
+}
+
+impl Reader {
+    /// The file a stored value lives in, for error messages.
+    pub(crate) fn path_of(&self, key: &[u8], loc: &DiskLoc) -> PathBuf {
+        match loc.place {
+            Place::File => self.layout.value_file(KeyDigest::of(key)),
+            Place::Segment(p) => self.segments_dir.join(segment::file_name(p.segment)),
+        }
+    }
+
+    /// Reads and verifies the value of `key` stored at `loc` (in `segment` for a segment
+    /// record), decompressing it.
+    pub(crate) fn read(
+        &self,
+        segment_file: Option<&File>,
+        key: &[u8],
+        loc: &DiskLoc,
+    ) -> Result<Payload> {
+        let path = self.path_of(key, loc);
+        let (bytes, start, end, compressed, raw_len) = match loc.place {
+            Place::File => {
+                let bytes = match io::read_file(&path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(Error::corrupt(&path, "value file is missing"));
+                    }
+                    Err(e) => return Err(Error::io(&path, "read value file", e)),
+                };
+                // The header first: an array is refused before its (maybe huge) payload is hashed.
+                let (header, file_key) = value_file::parse_prefix(&bytes, bytes.len() as u64)
+                    .map_err(|r| Error::corrupt(&path, r))?;
+                if file_key != key {
+                    return Err(Error::corrupt(&path, "file holds a different key"));
+                }
+                if header.array {
+                    return Err(array_not_value(&path));
+                }
+                let parsed = value_file::parse(&bytes).map_err(|r| Error::corrupt(&path, r))?;
+                let h = &parsed.header;
+                let (start, compressed, raw_len) =
+                    (h.payload_offset as usize, h.compressed, h.raw_len);
+                let end = bytes.len();
+                (bytes, start, end, compressed, raw_len)
+            }
+            Place::Segment(place) => {
+                let file =
+                    segment_file.ok_or_else(|| Error::corrupt(&path, "segment file is missing"))?;
+                let mut buf = vec![0u8; segment::record_len(key.len(), loc.stored_len) as usize];
+                file.read_exact_at(&mut buf, place.offset).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        Error::corrupt(&path, "record runs past the end of the segment")
+                    } else {
+                        Error::io(&path, "read segment", e)
+                    }
+                })?;
+                let bytes = io::FileBytes::Owned(buf);
+                let record = segment::parse_record(&bytes).map_err(|r| {
+                    Error::corrupt(&path, format!("record at offset {}: {r}", place.offset))
+                })?;
+                if record.key != key || record.header.kind != segment::KIND_VALUE {
+                    return Err(Error::corrupt(
+                        &path,
+                        format!("record at offset {} holds another key", place.offset),
+                    ));
+                }
+                let h = &record.header;
+                let start = segment::RECORD_HEADER_LEN + key.len();
+                let (compressed, raw_len) = (h.compressed, h.raw_len);
+                let end = bytes.len();
+                (bytes, start, end, compressed, raw_len)
+            }
+        };
+        if !compressed {
+            return Ok(Payload {
+                bytes,
+                start,
+                end,
+                path,
+            });
+        }
+        let raw = lz4_decompress(&bytes[start..end], raw_len)
+            .map_err(|reason| Error::corrupt(&path, reason))?;
+        let end = raw.len();
+        Ok(Payload {
+            bytes: io::FileBytes::Owned(raw),
+            start: 0,
+            end,
+            path,
+        })
     }
 }
 
@@ -583,70 +687,34 @@ impl DiskTier {
 
     /// Reads and verifies the value of `key` stored at `loc`, decompressing it.
     pub(crate) fn read_value(&self, key: &[u8], loc: &DiskLoc) -> Result<Payload> {
-        let path = self.path_of(key, loc);
-        let (bytes, start, end, compressed, raw_len) = match loc.place {
-            Place::File => {
-                let bytes = match io::read_file(&path) {
-                    Ok(bytes) => bytes,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(Error::corrupt(&path, "value file is missing"));
-                    }
-                    Err(e) => return Err(Error::io(&path, "read value file", e)),
-                };
-                // The header first: an array is refused before its (maybe huge) payload is hashed.
-                let (header, file_key) = value_file::parse_prefix(&bytes, bytes.len() as u64)
-                    .map_err(|r| Error::corrupt(&path, r))?;
-                if file_key != key {
-                    return Err(Error::corrupt(&path, "file holds a different key"));
-                }
-                if header.array {
-                    return Err(array_not_value(&path));
-                }
-                let parsed = value_file::parse(&bytes).map_err(|r| Error::corrupt(&path, r))?;
-                let h = &parsed.header;
-                let (start, compressed, raw_len) =
-                    (h.payload_offset as usize, h.compressed, h.raw_len);
-                let end = bytes.len();
-                (bytes, start, end, compressed, raw_len)
-            }
-            Place::Segment(place) => {
-                let bytes = io::FileBytes::Owned(
-                    self.segments
-                        .read(place, segment::record_len(key.len(), loc.stored_len))?,
-                );
-                let record = segment::parse_record(&bytes).map_err(|r| {
-                    Error::corrupt(&path, format!("record at offset {}: {r}", place.offset))
-                })?;
-                if record.key != key || record.header.kind != segment::KIND_VALUE {
-                    return Err(Error::corrupt(
-                        &path,
-                        format!("record at offset {} holds another key", place.offset),
-                    ));
-                }
-                let h = &record.header;
-                let start = segment::RECORD_HEADER_LEN + key.len();
-                let (compressed, raw_len) = (h.compressed, h.raw_len);
-                let end = bytes.len();
-                (bytes, start, end, compressed, raw_len)
-            }
+        let handle = match loc.place {
+            Place::Segment(p) => self
+                .segments
+                .handles()
+                .into_iter()
+                .find(|(id, _)| *id == p.segment)
+                .map(|(_, file)| file),
+            Place::File => None,
         };
-        if !compressed {
-            return Ok(Payload {
-                bytes,
-                start,
-                end,
-                path,
-            });
+        self.reader().read(handle.as_deref(), key, loc)
+    }
+
+    /// What reads need, for use without the disk tier.
+    pub(crate) fn reader(&self) -> Reader {
+        Reader {
+            layout: self.layout.clone(),
+            segments_dir: self.segments.dir().to_path_buf(),
         }
-        let raw = lz4_decompress(&bytes[start..end], raw_len)
-            .map_err(|reason| Error::corrupt(&path, reason))?;
-        let end = raw.len();
-        Ok(Payload {
-            bytes: io::FileBytes::Owned(raw),
-            start: 0,
-            end,
-            path,
-        })
+    }
+
+    /// Changes whenever a segment file is created or removed.
+    pub(crate) fn segment_generation(&self) -> u64 {
+        self.segments.generation()
+    }
+
+    /// A shared handle of every segment file.
+    pub(crate) fn segment_handles(&self) -> Vec<(u32, Arc<File>)> {
+        self.segments.handles()
     }
 
     /// True when a sync has something to do.

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::disk::io::{self, Cursor};
 use crate::error::{Error, Result};
@@ -207,7 +208,8 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
 
 #[derive(Debug)]
 struct Segment {
-    file: File,
+    /// Shared with readers, who read committed records without the disk tier's lock.
+    file: Arc<File>,
     /// Bytes in the file, including what is still staged for the active segment.
     len: u64,
     /// Bytes of records that are some key's current value.
@@ -236,6 +238,8 @@ pub(crate) struct SegmentStore {
     unsynced: Vec<u32>,
     /// A segment file was created since the last sync.
     created: bool,
+    /// Changes whenever a segment file is created or removed (readers refresh their handles).
+    generation: u64,
 }
 
 impl SegmentStore {
@@ -257,7 +261,7 @@ impl SegmentStore {
             segments.insert(
                 id,
                 Segment {
-                    file,
+                    file: Arc::new(file),
                     len,
                     live_bytes: 0,
                 },
@@ -272,6 +276,7 @@ impl SegmentStore {
             max_segment_bytes,
             unsynced: Vec::new(),
             created: false,
+            generation: 0,
         })
     }
 
@@ -317,13 +322,14 @@ impl SegmentStore {
         self.segments.insert(
             id,
             Segment {
-                file,
+                file: Arc::new(file),
                 len: 0,
                 live_bytes: 0,
             },
         );
         self.active = Some(id);
         self.created = true;
+        self.generation += 1;
         self.written_len = 0;
         self.staged.extend_from_slice(&file_header(id));
         if let Some(s) = self.segments.get_mut(&id) {
@@ -420,6 +426,7 @@ impl SegmentStore {
                 self.active = None;
                 let path = self.path_of(id);
                 self.segments.remove(&id);
+                self.generation += 1;
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -491,6 +498,7 @@ impl SegmentStore {
             self.active = None;
         }
         self.segments.remove(&id);
+        self.generation += 1;
         self.unsynced.retain(|u| *u != id);
         io::remove_file(&self.path_of(id))
     }
@@ -507,6 +515,17 @@ impl SegmentStore {
     pub(crate) fn usage(&self) -> Vec<(u32, u64, u64)> {
         let usage = self.segments.iter();
         usage.map(|(id, s)| (*id, s.len, s.live_bytes)).collect()
+    }
+
+    /// Changes whenever a segment file is created or removed.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A shared handle of every segment file, for reads without the store's owner.
+    pub(crate) fn handles(&self) -> Vec<(u32, Arc<File>)> {
+        let handles = self.segments.iter();
+        handles.map(|(id, s)| (*id, s.file.clone())).collect()
     }
 
     /// The ids of every segment.

@@ -7,7 +7,7 @@
 //! encoding. Bumping the version makes old results unreachable without deleting anything; a
 //! result stored under another name or version is never returned.
 
-mod once;
+pub(crate) mod once;
 mod par_map;
 
 use std::sync::Arc;
@@ -43,7 +43,7 @@ where
     name: String,
     version: u32,
     threads: usize,
-    in_flight: Arc<InFlight>,
+    in_flight: Arc<InFlight<MemoKey>>,
 }
 
 impl<R> Clone for Memo<R>

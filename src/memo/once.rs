@@ -2,11 +2,10 @@
 //! missing call wait for one computation instead of each running it.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
-
-use super::MemoKey;
 
 /// One computation in flight; waiters sleep until its leader lets go.
 #[derive(Default)]
@@ -25,28 +24,35 @@ impl Slot {
     }
 }
 
-/// The calls being computed.
-#[derive(Default)]
-pub(crate) struct InFlight {
-    slots: Mutex<HashMap<MemoKey, Arc<Slot>>>,
+/// The calls (or keys) being computed.
+pub(crate) struct InFlight<Q> {
+    slots: Mutex<HashMap<Q, Arc<Slot>>>,
+}
+
+impl<Q> Default for InFlight<Q> {
+    fn default() -> Self {
+        InFlight {
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// What a caller should do.
-pub(crate) enum Claim<'a> {
+pub(crate) enum Claim<'a, Q: Hash + Eq> {
     /// Compute it; the guard lets waiters go when it drops, even on a panic.
-    Lead(Leader<'a>),
+    Lead(Leader<'a, Q>),
     /// Someone else computes it: wait on this slot, then look again.
     Wait(Arc<Slot>),
 }
 
 /// The right to compute a call, released on drop.
-pub(crate) struct Leader<'a> {
-    table: &'a InFlight,
-    key: MemoKey,
+pub(crate) struct Leader<'a, Q: Hash + Eq> {
+    table: &'a InFlight<Q>,
+    key: Q,
     slot: Arc<Slot>,
 }
 
-impl Drop for Leader<'_> {
+impl<Q: Hash + Eq> Drop for Leader<'_, Q> {
     fn drop(&mut self) {
         self.table.slots.lock().remove(&self.key);
         *self.slot.done.lock() = true;
@@ -54,9 +60,9 @@ impl Drop for Leader<'_> {
     }
 }
 
-impl InFlight {
+impl<Q: Hash + Eq + Clone> InFlight<Q> {
     /// Claims `key`: the first caller leads, later ones wait.
-    pub(crate) fn claim(&self, key: &MemoKey) -> Claim<'_> {
+    pub(crate) fn claim(&self, key: &Q) -> Claim<'_, Q> {
         let mut slots = self.slots.lock();
         if let Some(slot) = slots.get(key) {
             return Claim::Wait(Arc::clone(slot));
@@ -74,6 +80,7 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memo::MemoKey;
 
     fn key(n: u8) -> MemoKey {
         MemoKey {
@@ -85,7 +92,7 @@ mod tests {
 
     #[test]
     fn the_first_claim_leads_and_later_ones_wait_until_it_drops() {
-        let table = InFlight::default();
+        let table = InFlight::<MemoKey>::default();
         let Claim::Lead(leader) = table.claim(&key(1)) else {
             panic!("the first claim must lead")
         };
@@ -107,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_panicking_leader_still_releases_its_waiters() {
-        let table = Arc::new(InFlight::default());
+        let table = Arc::new(InFlight::<MemoKey>::default());
         let t = Arc::clone(&table);
         let leader = std::thread::spawn(move || {
             let _claim = t.claim(&key(7));

@@ -1,46 +1,66 @@
-//! One entry of the chest: where its value is held and what copy of it the disk has.
+//! One slot of a shard: where a key's value is held, what the disk has of it, and its version.
 
 use std::sync::{Arc, Weak};
 
-use crate::disk::DiskLoc;
-
-/// Where an entry's value is held.
+/// Where a slot's value is held.
 #[derive(Debug)]
 pub(crate) enum Held<V> {
     /// In memory, counted against the budget with `weight` bytes.
     Memory { value: Arc<V>, weight: u64 },
+    /// Evicted and queued for a background write: still served from memory, counted as
+    /// in-flight bytes (not against the budget) until the write is done.
+    Writing { value: Arc<V>, weight: u64 },
     /// Only on disk. `weak` still reaches the value while a caller holds an `Arc` of it, so a
     /// later `get` returns that same `Arc` instead of decoding a copy.
     Disk { weak: Weak<V> },
 }
 
-/// The stored copy a key has on disk (the one the index names).
+/// What the disk index holds for a slot's key, compared with the slot's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DiskCopy {
-    pub(crate) loc: DiskLoc,
-    /// False when the value changed in memory after the file was written (the file is stale
-    /// and must be rewritten before the value can leave memory).
-    pub(crate) current: bool,
+pub(crate) enum Stored {
+    /// Nothing: the key was never written (or its record was removed).
+    Nothing,
+    /// An older value (or a write of one may still be queued): the slot's value must be
+    /// written before it can leave memory, and a removal must reach the disk.
+    Stale,
+    /// Exactly this value.
+    Current,
 }
 
-/// One entry.
+/// One key's slot.
 #[derive(Debug)]
-pub(crate) struct Entry<V> {
+pub(crate) struct Slot<V> {
     pub(crate) held: Held<V>,
-    pub(crate) disk: Option<DiskCopy>,
+    pub(crate) stored: Stored,
+    /// Changes with every new value of the key (chest-wide counter), so a background write or
+    /// a read from disk can tell whether the slot still holds the value it started from.
+    pub(crate) version: u64,
 }
 
-impl<V> Entry<V> {
-    /// True when the disk holds the current value.
-    pub(crate) fn disk_is_current(&self) -> bool {
-        self.disk.is_some_and(|d| d.current)
-    }
-
+impl<V> Slot<V> {
     /// The value, if some `Arc` of it is alive.
     pub(crate) fn live_value(&self) -> Option<Arc<V>> {
         match &self.held {
-            Held::Memory { value, .. } => Some(value.clone()),
+            Held::Memory { value, .. } | Held::Writing { value, .. } => Some(value.clone()),
             Held::Disk { weak } => weak.upgrade(),
+        }
+    }
+
+    /// The weight counted against the budget (0 unless in memory).
+    pub(crate) fn memory_weight(&self) -> u64 {
+        match self.held {
+            Held::Memory { weight, .. } => weight,
+            _ => 0,
+        }
+    }
+
+    /// What the disk will hold for this key once queued writes are done, for the slot that
+    /// replaces this one: anything ever written or queued makes it stale.
+    pub(crate) fn stored_after_replace(&self) -> Stored {
+        if self.stored == Stored::Nothing && !matches!(self.held, Held::Writing { .. }) {
+            Stored::Nothing
+        } else {
+            Stored::Stale
         }
     }
 }

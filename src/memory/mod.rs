@@ -1,8 +1,11 @@
-//! The in-memory tier: every entry, the bytes held in memory, and the eviction order.
+//! The in-memory tier of one shard: its slots and its eviction order.
 //!
-//! All changes go through the methods here (`put`, `remove`, `promote`, `spilled`, ...), which
-//! keep two invariants: `memory_bytes` is the sum of the weights of
-//! `Held::Memory` entries, and the eviction order holds exactly their keys.
+//! A chest has several shards (keys are spread by hash); each is a `MemoryTier` behind its
+//! own mutex. All changes go through [`MemoryTier::update`] or the methods built on it, which
+//! keep three invariants: `memory_bytes` is the sum of the weights of `Held::Memory` slots,
+//! the eviction order holds exactly their keys, and `on_disk` counts the slots whose current
+//! value the disk holds. The chest-wide byte count (against the budget) is kept by the chest,
+//! from the weights these methods report.
 
 mod entry;
 mod order;
@@ -11,224 +14,271 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use crate::disk::DiskLoc;
-pub(crate) use entry::{DiskCopy, Entry, Held};
+pub(crate) use entry::{Held, Slot, Stored};
 use order::EvictionOrder;
 pub use order::Policy;
 
-/// Entries by key, with the accounting of what memory holds.
+/// What [`MemoryTier::take_victim`] did with a victim.
+pub(crate) enum Victim<K, V> {
+    /// Its disk copy was current: it left memory at once.
+    Clean { weight: u64 },
+    /// It must be written: it is now `Writing`, and the caller queues the write.
+    Dirty {
+        key: K,
+        value: Arc<V>,
+        weight: u64,
+        version: u64,
+    },
+}
+
+/// One shard's slots, with the accounting of what memory holds.
 #[derive(Debug)]
 pub(crate) struct MemoryTier<K: Hash + Eq, V> {
-    entries: HashMap<K, Entry<V>>,
+    slots: HashMap<K, Slot<V>>,
     order: EvictionOrder<K>,
     memory_bytes: u64,
-    budget_bytes: u64,
-    /// Entries whose current value has a disk copy.
+    /// Slots whose current value the disk holds.
     on_disk: u64,
+    /// Slots whose value waits for (or is in) a background write.
+    writing: u64,
+}
+
+/// What a slot counts for.
+fn account<V>(slot: &Slot<V>) -> (u64, bool) {
+    (slot.memory_weight(), slot.stored == Stored::Current)
 }
 
 impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
-    pub(crate) fn new(policy: Policy, budget_bytes: u64, capacity: usize) -> Self {
+    pub(crate) fn new(policy: Policy, capacity: usize) -> Self {
         MemoryTier {
-            entries: HashMap::with_capacity(capacity),
+            slots: HashMap::with_capacity(capacity),
             order: EvictionOrder::new(policy),
             memory_bytes: 0,
-            budget_bytes,
             on_disk: 0,
+            writing: 0,
         }
     }
 
-    pub(crate) fn entry(&self, key: &K) -> Option<&Entry<V>> {
-        self.entries.get(key)
+    pub(crate) fn get(&self, key: &K) -> Option<&Slot<V>> {
+        self.slots.get(key)
     }
 
-    /// Sets `key`'s entry, returning the one it replaces.
-    pub(crate) fn put(&mut self, key: K, entry: Entry<V>) -> Option<Entry<V>> {
-        let old = self.remove(&key);
-        self.put_absent(key, entry);
-        old
-    }
-
-    /// Sets the entry of a key that has none (the caller removed it): one lookup fewer.
-    pub(crate) fn put_absent(&mut self, key: K, entry: Entry<V>) {
-        if let Held::Memory { weight, .. } = entry.held {
-            self.memory_bytes += weight;
-            self.order.admit(key.clone(), weight);
-        }
-        if entry.disk_is_current() {
-            self.on_disk += 1;
-        }
-        let replaced = self.entries.insert(key, entry);
-        debug_assert!(replaced.is_none(), "put_absent over an existing entry");
-    }
-
-    /// Holds a value that was read back from disk in memory, with `weight`.
-    pub(crate) fn promote(&mut self, key: &K, value: Arc<V>, weight: u64) {
-        if let Some(entry) = self.entries.get_mut(key)
-            && matches!(entry.held, Held::Disk { .. })
-        {
-            entry.held = Held::Memory { value, weight };
-            self.memory_bytes += weight;
-            self.order.admit(key.clone(), weight);
-        }
-    }
-
-    /// Keeps a weak reference to a value read back from disk but not held in memory.
-    pub(crate) fn share(&mut self, key: &K, value: &Arc<V>) {
-        if let Some(entry) = self.entries.get_mut(key)
-            && matches!(entry.held, Held::Disk { .. })
-        {
-            entry.held = Held::Disk {
-                weak: Arc::downgrade(value),
-            };
-        }
-    }
-
-    /// Drops a victim's value from memory after it was written (`written`: where), or because
-    /// its disk copy was already current; one lookup for both.
-    pub(crate) fn spilled(&mut self, key: &K, written: Option<DiskLoc>) {
-        let Some(entry) = self.entries.get_mut(key) else {
-            return;
-        };
-        if let Some(loc) = written {
-            if !entry.disk_is_current() {
-                self.on_disk += 1;
-            }
-            entry.disk = Some(DiskCopy { loc, current: true });
-        }
-        debug_assert!(
-            entry.disk_is_current(),
-            "dropping a value with no current disk copy"
-        );
-        if let Held::Memory { value, weight } = &entry.held {
-            self.memory_bytes -= *weight;
-            entry.held = Held::Disk {
-                weak: Arc::downgrade(value),
-            };
-            self.order.remove(key);
-        }
-    }
-
-    /// Adds an entry found on disk when opening: held on disk only, with a current copy. Keys
-    /// come from the index, which names each key once.
-    pub(crate) fn put_recovered(&mut self, key: K, loc: DiskLoc) {
-        let entry = Entry {
-            held: Held::Disk {
-                weak: std::sync::Weak::new(),
-            },
-            disk: Some(DiskCopy { loc, current: true }),
-        };
-        if self.entries.insert(key, entry).is_none() {
-            self.on_disk += 1;
-        }
-    }
-
-    pub(crate) fn remove(&mut self, key: &K) -> Option<Entry<V>> {
-        let old = self.entries.remove(key)?;
-        if let Held::Memory { weight, .. } = old.held {
+    fn forget(&mut self, key: &K, slot: &Slot<V>) {
+        let (weight, current) = account(slot);
+        if matches!(slot.held, Held::Memory { .. }) {
             self.memory_bytes -= weight;
             self.order.remove(key);
         }
-        if old.disk_is_current() {
+        if current {
             self.on_disk -= 1;
         }
+        if matches!(slot.held, Held::Writing { .. }) {
+            self.writing -= 1;
+        }
+    }
+
+    fn count(&mut self, key: &K, slot: &Slot<V>) {
+        let (weight, current) = account(slot);
+        if matches!(slot.held, Held::Memory { .. }) {
+            self.memory_bytes += weight;
+            self.order.admit(key.clone(), weight);
+        }
+        if current {
+            self.on_disk += 1;
+        }
+        if matches!(slot.held, Held::Writing { .. }) {
+            self.writing += 1;
+        }
+    }
+
+    /// Sets `key`'s slot, returning the one it replaces.
+    pub(crate) fn put(&mut self, key: K, slot: Slot<V>) -> Option<Slot<V>> {
+        self.count(&key, &slot);
+        let old = self.slots.insert(key.clone(), slot);
+        if let Some(old) = &old {
+            // `count` admitted the new slot; undo only the old slot's bytes and disk count.
+            let (weight, current) = account(old);
+            if matches!(old.held, Held::Memory { .. }) {
+                self.memory_bytes -= weight;
+                if !matches!(self.slots[&key].held, Held::Memory { .. }) {
+                    self.order.remove(&key);
+                }
+            }
+            if current {
+                self.on_disk -= 1;
+            }
+            if matches!(old.held, Held::Writing { .. }) {
+                self.writing -= 1;
+            }
+        }
+        old
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) -> Option<Slot<V>> {
+        let old = self.slots.remove(key)?;
+        self.forget(key, &old);
         Some(old)
+    }
+
+    /// Changes `key`'s slot with `f`, keeping the accounting; `None` when the key is absent.
+    pub(crate) fn update<R>(&mut self, key: &K, f: impl FnOnce(&mut Slot<V>) -> R) -> Option<R> {
+        let mut slot = self.slots.remove(key)?;
+        self.forget(key, &slot);
+        let result = f(&mut slot);
+        self.count(key, &slot);
+        self.slots.insert(key.clone(), slot);
+        Some(result)
     }
 
     /// Records a use of `key`.
     pub(crate) fn touch(&mut self, key: &K) {
-        if let Some(Entry {
+        if let Some(Slot {
             held: Held::Memory { weight, .. },
             ..
-        }) = self.entries.get(key)
+        }) = self.slots.get(key)
         {
             self.order.touch(key, *weight);
         }
     }
 
-    /// Records that `key`'s current value now has the disk copy at `loc`.
-    pub(crate) fn set_disk_current(&mut self, key: &K, loc: DiskLoc) {
-        if let Some(entry) = self.entries.get_mut(key) {
-            if !entry.disk_is_current() {
-                self.on_disk += 1;
-            }
-            entry.disk = Some(DiskCopy { loc, current: true });
-        }
+    /// The priority of the next victim (higher leaves first; comparable between shards).
+    pub(crate) fn peek_priority(&self) -> Option<u64> {
+        self.order.peek_priority()
     }
 
-    /// Records that `key`'s disk copy moved to `loc` (compaction), current or not as before.
-    pub(crate) fn relocate(&mut self, key: &K, loc: DiskLoc) {
-        if let Some(copy) = self.entries.get_mut(key).and_then(|e| e.disk.as_mut()) {
-            copy.loc = loc;
-        }
+    /// The weight of the next victim and whether it must be written first.
+    pub(crate) fn peek_victim(&self) -> Option<(u64, bool)> {
+        let key = self.order.peek()?;
+        let slot = self.slots.get(key)?;
+        Some((slot.memory_weight(), slot.stored != Stored::Current))
     }
 
-    /// Takes victims out of the eviction order, in order, until their weights add up to at
-    /// least `bytes`. They stay in memory: each must then be [`spilled`](Self::spilled) or put
-    /// back with [`restore_victim`](Self::restore_victim).
-    pub(crate) fn take_victims(&mut self, bytes: u64) -> Vec<(K, u64)> {
-        let mut out = Vec::new();
-        let mut freed = 0;
-        while freed < bytes {
-            let Some((key, priority)) = self.order.pop() else {
-                break;
+    /// Takes the next victim out of memory: a clean one becomes `Disk`, a dirty one
+    /// `Writing` (the caller must queue its write).
+    pub(crate) fn take_victim(&mut self) -> Option<Victim<K, V>> {
+        let (key, _) = self.order.pop()?;
+        let mut slot = self.slots.remove(&key)?;
+        let Held::Memory { value, weight } = std::mem::replace(
+            &mut slot.held,
+            Held::Disk {
+                weak: std::sync::Weak::new(),
+            },
+        ) else {
+            debug_assert!(false, "a key in the eviction order is not in memory");
+            return None;
+        };
+        self.memory_bytes -= weight;
+        let victim = if slot.stored == Stored::Current {
+            slot.held = Held::Disk {
+                weak: Arc::downgrade(&value),
             };
-            freed += self.memory_weight(&key).unwrap_or(0);
-            out.push((key, priority));
+            Victim::Clean { weight }
+        } else {
+            self.writing += 1;
+            slot.held = Held::Writing {
+                value: value.clone(),
+                weight,
+            };
+            Victim::Dirty {
+                key: key.clone(),
+                value,
+                weight,
+                version: slot.version,
+            }
+        };
+        self.slots.insert(key, slot);
+        Some(victim)
+    }
+
+    /// A queued write of `key`'s value `version` is done: `Writing` becomes `Disk` (written)
+    /// or `Memory` again (failed; returns the weight now back in memory).
+    pub(crate) fn write_done(&mut self, key: &K, version: u64, written: bool) -> u64 {
+        self.update(key, |slot| {
+            if slot.version != version {
+                return 0;
+            }
+            if written {
+                slot.stored = Stored::Current;
+            }
+            match std::mem::replace(
+                &mut slot.held,
+                Held::Disk {
+                    weak: std::sync::Weak::new(),
+                },
+            ) {
+                Held::Writing { value, weight } if !written => {
+                    slot.held = Held::Memory { value, weight };
+                    weight
+                }
+                Held::Writing { value, .. } => {
+                    slot.held = Held::Disk {
+                        weak: Arc::downgrade(&value),
+                    };
+                    0
+                }
+                other => {
+                    slot.held = other;
+                    0
+                }
+            }
+        })
+        .unwrap_or(0)
+    }
+
+    /// Holds a value read back from disk in memory when the slot still has `version` on disk
+    /// only; false (nothing changed) otherwise.
+    pub(crate) fn promote(&mut self, key: &K, version: u64, value: Arc<V>, weight: u64) -> bool {
+        let fits = self
+            .slots
+            .get(key)
+            .is_some_and(|s| s.version == version && matches!(s.held, Held::Disk { .. }));
+        if fits {
+            self.update(key, |slot| slot.held = Held::Memory { value, weight });
         }
-        out
+        fits
     }
 
-    /// Puts back a victim that could not leave memory.
-    pub(crate) fn restore_victim(&mut self, key: K, priority: u64) {
-        if self.memory_weight(&key).is_some() {
-            self.order.restore(key, priority);
-        }
-    }
-
-    /// The key whose value should leave memory next.
-    pub(crate) fn next_victim(&self) -> Option<&K> {
-        self.order.peek()
-    }
-
-    /// The weight of `key` if its value is in memory.
-    pub(crate) fn memory_weight(&self, key: &K) -> Option<u64> {
-        match self.entries.get(key)?.held {
-            Held::Memory { weight, .. } => Some(weight),
-            Held::Disk { .. } => None,
+    /// Keeps a weak reference to a value read back from disk but not held in memory.
+    pub(crate) fn share(&mut self, key: &K, version: u64, value: &Arc<V>) {
+        if let Some(slot) = self.slots.get_mut(key)
+            && slot.version == version
+            && matches!(slot.held, Held::Disk { .. })
+        {
+            slot.held = Held::Disk {
+                weak: Arc::downgrade(value),
+            };
         }
     }
 
     pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
-        self.entries.keys()
+        self.slots.keys()
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &Entry<V>)> {
-        self.entries.iter()
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &Slot<V>)> {
+        self.slots.iter()
     }
 
     pub(crate) fn contains(&self, key: &K) -> bool {
-        self.entries.contains_key(key)
+        self.slots.contains_key(key)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
+    /// Slots whose value is in memory: counted against the budget, or waiting for a write.
     pub(crate) fn in_memory(&self) -> usize {
-        self.order.len()
+        self.order.len() + self.writing as usize
     }
 
     pub(crate) fn on_disk(&self) -> u64 {
         self.on_disk
     }
 
+    /// The weights of this shard's in-memory values (the chest keeps the chest-wide count).
+    #[cfg(test)]
     pub(crate) fn memory_bytes(&self) -> u64 {
         self.memory_bytes
-    }
-
-    pub(crate) fn budget_bytes(&self) -> u64 {
-        self.budget_bytes
     }
 
     pub(crate) fn policy(&self) -> Policy {
@@ -239,51 +289,66 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::{DiskLoc, Place};
 
-    fn hot(v: u32, weight: u64) -> Entry<u32> {
-        Entry {
+    fn hot(v: u32, weight: u64, version: u64) -> Slot<u32> {
+        Slot {
             held: Held::Memory {
                 value: Arc::new(v),
                 weight,
             },
-            disk: None,
+            stored: Stored::Nothing,
+            version,
         }
     }
 
     #[test]
     fn accounting_follows_every_transition() {
-        let mut m = MemoryTier::new(Policy::Lru, 100, 0);
-        m.put("a", hot(1, 10));
-        m.put("b", hot(2, 20));
+        let mut m = MemoryTier::new(Policy::Lru, 0);
+        m.put("a", hot(1, 10, 1));
+        m.put("b", hot(2, 20, 2));
         assert_eq!((m.memory_bytes(), m.in_memory()), (30, 2));
-        m.put("a", hot(3, 5));
-        assert_eq!(m.memory_bytes(), 25);
-        let loc = DiskLoc {
-            place: Place::File,
-            seq: 1,
-            raw_len: 20,
-            stored_len: 20,
+        m.put("a", hot(3, 5, 3));
+        assert_eq!((m.memory_bytes(), m.in_memory()), (25, 2));
+        // "b" is the least recently used: it leaves first and must be written.
+        let Some(Victim::Dirty { key, version, .. }) = m.take_victim() else {
+            panic!("b has no disk copy: it is dirty");
         };
-        m.set_disk_current(&"b", loc);
+        assert_eq!((key, version), ("b", 2));
+        // Out of the budget, but still in memory until written.
+        assert_eq!((m.memory_bytes(), m.in_memory()), (5, 2));
+        assert!(
+            m.get(&"b").unwrap().live_value().is_some(),
+            "served while writing"
+        );
+        assert_eq!(m.write_done(&"b", 2, true), 0);
         assert_eq!(m.on_disk(), 1);
-        let kept = m.entry(&"b").unwrap().live_value().unwrap();
-        m.spilled(&"b", None);
-        assert_eq!((m.memory_bytes(), m.in_memory(), m.len()), (5, 1, 2));
-        assert!(Arc::ptr_eq(
-            &m.entry(&"b").unwrap().live_value().unwrap(),
-            &kept
-        ));
-        drop(kept);
-        assert!(m.entry(&"b").unwrap().live_value().is_none());
-        m.remove(&"b");
-        let victims = m.take_victims(1);
-        assert_eq!(victims.len(), 1);
-        assert_eq!(m.memory_bytes(), 5, "a taken victim is still in memory");
-        let (k, p) = victims.into_iter().next().unwrap();
-        m.restore_victim(k, p);
-        assert_eq!(m.next_victim(), Some(&"a"));
+        assert!(matches!(m.get(&"b").unwrap().held, Held::Disk { .. }));
+        // A failed write puts the value back in memory.
+        let Some(Victim::Dirty { key, version, .. }) = m.take_victim() else {
+            panic!("a is dirty");
+        };
+        assert_eq!(m.write_done(&key, version, false), 5);
+        assert_eq!((m.memory_bytes(), m.in_memory()), (5, 1));
+        // A write of an older version changes nothing.
+        m.put("a", hot(4, 7, 9));
+        assert_eq!(m.write_done(&"a", 3, true), 0);
+        assert_eq!(m.get(&"a").unwrap().version, 9);
+        assert_eq!(m.memory_bytes(), 7);
+        // Promotion only of the version read.
+        assert!(!m.promote(&"b", 1, Arc::new(2), 20));
+        assert!(m.promote(&"b", 2, Arc::new(2), 20));
+        assert_eq!((m.memory_bytes(), m.in_memory(), m.on_disk()), (27, 2, 1));
+        // A clean victim leaves without a write.
+        let mut seen_clean = false;
+        while let Some(v) = m.take_victim() {
+            if let Victim::Clean { weight } = v {
+                assert_eq!(weight, 20);
+                seen_clean = true;
+            }
+        }
+        assert!(seen_clean);
         m.remove(&"a");
+        m.remove(&"b");
         assert_eq!(
             (m.memory_bytes(), m.in_memory(), m.len(), m.on_disk()),
             (0, 0, 0, 0)

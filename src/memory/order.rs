@@ -2,7 +2,13 @@
 
 use std::hash::Hash;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use priority_queue::PriorityQueue;
+
+/// Use ticks, shared by every order in the process so that the shards of a chest can compare
+/// their least recently used keys.
+static TICK: AtomicU64 = AtomicU64::new(0);
 
 /// Which values leave memory first when the budget is exceeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,7 +27,6 @@ pub enum Policy {
 pub(crate) struct EvictionOrder<K: Hash + Eq> {
     policy: Policy,
     queue: PriorityQueue<K, u64>,
-    tick: u64,
 }
 
 impl<K: Hash + Eq> EvictionOrder<K> {
@@ -29,16 +34,12 @@ impl<K: Hash + Eq> EvictionOrder<K> {
         EvictionOrder {
             policy,
             queue: PriorityQueue::new(),
-            tick: 0,
         }
     }
 
     fn priority(&mut self, weight: u64) -> u64 {
         match self.policy {
-            Policy::Lru => {
-                self.tick += 1;
-                u64::MAX - self.tick
-            }
+            Policy::Lru => u64::MAX - TICK.fetch_add(1, Ordering::Relaxed),
             Policy::Largest => weight,
         }
     }
@@ -62,16 +63,17 @@ impl<K: Hash + Eq> EvictionOrder<K> {
         self.queue.pop()
     }
 
-    /// Puts back a victim taken by [`pop`](Self::pop), in the place it had.
-    pub(crate) fn restore(&mut self, key: K, priority: u64) {
-        self.queue.push(key, priority);
-    }
-
     pub(crate) fn remove(&mut self, key: &K) {
         self.queue.remove(key);
     }
 
-    /// The next key to leave memory, and its priority under the policy.
+    /// The priority of the next key to leave memory: higher leaves first, comparable between
+    /// the orders of one chest's shards.
+    pub(crate) fn peek_priority(&self) -> Option<u64> {
+        self.queue.peek().map(|(_, p)| *p)
+    }
+
+    /// The next key to leave memory.
     pub(crate) fn peek(&self) -> Option<&K> {
         self.queue.peek().map(|(k, _)| k)
     }

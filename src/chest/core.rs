@@ -1,0 +1,1071 @@
+//! What a chest's handle and its background writer share: the sharded memory tier, the disk
+//! index, the queue of disk work, and the rules that move values between memory and disk.
+//!
+//! Locks, and the order they are taken in (never the other way round):
+//! `engine` (the disk tier; held by whoever processes queued jobs) → a shard →
+//! `queue`; `locs` is taken alone or under `engine`. A caller holds one shard lock at a time
+//! and never while encoding or decoding a value it reads, nor during disk I/O; only the
+//! writer (or, with synchronous spilling, the caller acting as the writer) holds `engine`
+//! during I/O, and readers never need `engine`.
+//!
+//! Every change to what the disk holds goes through the queue as a job ([`Job`]), processed in
+//! order by one drainer at a time, so the disk sees each key's changes in the order memory
+//! made them. A job carries the version of the value it writes; when the slot no longer
+//! holds that version (overwritten or removed meanwhile) an eviction write is skipped, so a
+//! cancelled write never becomes the current value.
+
+#[cfg(feature = "ndarray")]
+mod arrays;
+mod jobs;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{Codec, Compression};
+use crate::disk::{DiskLoc, DiskMode, DiskTier, KeyDigest, OpenReport, Place, Reader, Recovered};
+use crate::error::{Error, Result};
+use crate::memo::once::{Claim, InFlight};
+use crate::memory::{Held, MemoryTier, Policy, Slot, Stored, Victim};
+use crate::stats::Stats;
+use jobs::{Job, Queue};
+
+/// A user function giving a value's weight in bytes.
+pub(crate) type Weigher<V> = Arc<dyn Fn(&V) -> u64 + Send + Sync>;
+
+/// Counters reported by [`Stats`].
+#[derive(Debug, Default)]
+struct Counters {
+    spills: AtomicU64,
+    spill_bytes: AtomicU64,
+    loads: AtomicU64,
+    load_bytes: AtomicU64,
+    memory_hits: AtomicU64,
+    shared_hits: AtomicU64,
+    failed_spills: AtomicU64,
+    mended_on_open: AtomicU64,
+    compactions: AtomicU64,
+    failed_compactions: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// Where each key's stored copy is, and the segment files readers use.
+struct Locs<K> {
+    map: HashMap<K, DiskLoc>,
+    files: HashMap<u32, Arc<File>>,
+    generation: u64,
+}
+
+/// The disk tier and the drainer's scratch space.
+pub(crate) struct Engine {
+    disk: DiskTier,
+    scratch: Vec<u8>,
+}
+
+/// The options the core is built with.
+pub(crate) struct CoreOptions<V, C> {
+    pub(crate) budget_bytes: u64,
+    pub(crate) policy: Policy,
+    pub(crate) compression: Compression,
+    pub(crate) weigher: Option<Weigher<V>>,
+    pub(crate) codec: C,
+    pub(crate) background: bool,
+    pub(crate) in_flight_bytes: Option<u64>,
+    pub(crate) shards: usize,
+}
+
+/// Everything behind a chest.
+pub(crate) struct Core<K: Hash + Eq, V, C> {
+    shards: Box<[Mutex<MemoryTier<K, V>>]>,
+    hasher: RandomState,
+    locs: RwLock<Locs<K>>,
+    engine: Mutex<Engine>,
+    queue: Mutex<Queue<K, V>>,
+    /// Signalled when a job is queued or the writer must stop.
+    work: Condvar,
+    /// Signalled when jobs are done (in-flight bytes fell, errors may be waiting).
+    progress: Condvar,
+    /// Bytes of values in memory plus room reserved for values about to enter it.
+    memory_bytes: AtomicU64,
+    /// Bytes of evicted values queued or being written.
+    in_flight: AtomicU64,
+    versions: AtomicU64,
+    budget: u64,
+    allowance: u64,
+    background: bool,
+    mode: DiskMode,
+    root: PathBuf,
+    reader: Reader,
+    codec: C,
+    compression: Compression,
+    weigher: Option<Weigher<V>>,
+    counters: Counters,
+    computing: InFlight<K>,
+}
+
+/// How often a read retries when the stored copy moved under it (compaction, overwrite).
+const READ_ATTEMPTS: usize = 3;
+
+impl<K, V, C> Core<K, V, C>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
+    V: Serialize + DeserializeOwned,
+    C: Codec,
+{
+    /// Builds the core from an opened disk tier and the entries it found.
+    pub(crate) fn recover(
+        disk: DiskTier,
+        found: Recovered,
+        report: &OpenReport,
+        options: CoreOptions<V, C>,
+    ) -> Result<Self> {
+        let shard_count = options.shards.max(1);
+        let hasher = RandomState::new();
+        let per_shard = found.len() / shard_count + 1;
+        let mut shards: Vec<MemoryTier<K, V>> = (0..shard_count)
+            .map(|_| MemoryTier::new(options.policy, per_shard))
+            .collect();
+        let mut map = HashMap::with_capacity(found.len());
+        for (key, loc) in found.iter() {
+            let decoded: K = options.codec.decode(key).map_err(|source| Error::Decode {
+                path: disk.path_of(key, &loc),
+                source,
+            })?;
+            let shard = (hasher.hash_one(&decoded) as usize) % shard_count;
+            shards[shard].put(
+                decoded.clone(),
+                Slot {
+                    held: Held::Disk {
+                        weak: std::sync::Weak::new(),
+                    },
+                    stored: Stored::Current,
+                    version: 0,
+                },
+            );
+            map.insert(decoded, loc);
+        }
+        let mended = report.dropped_missing + report.adopted_orphans + report.discarded_damaged;
+        let budget = options.budget_bytes;
+        let allowance = options.in_flight_bytes.unwrap_or(budget / 8);
+        let core = Core {
+            shards: shards.into_iter().map(Mutex::new).collect(),
+            hasher,
+            locs: RwLock::new(Locs {
+                map,
+                files: HashMap::new(),
+                generation: u64::MAX,
+            }),
+            reader: disk.reader(),
+            mode: disk.mode(),
+            root: disk.root().to_path_buf(),
+            engine: Mutex::new(Engine {
+                disk,
+                scratch: Vec::new(),
+            }),
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            memory_bytes: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            versions: AtomicU64::new(1),
+            budget,
+            allowance,
+            background: options.background,
+            codec: options.codec,
+            compression: options.compression,
+            weigher: options.weigher,
+            counters: Counters::default(),
+            computing: InFlight::default(),
+        };
+        core.counters
+            .mended_on_open
+            .store(mended, Ordering::Relaxed);
+        core.refresh_files(&core.engine.lock().disk);
+        Ok(core)
+    }
+
+    /// True when a background writer thread should run for this chest.
+    pub(crate) fn wants_writer(&self) -> bool {
+        self.background && self.mode != DiskMode::ReadOnly
+    }
+
+    fn shard_of(&self, key: &K) -> usize {
+        (self.hasher.hash_one(key) as usize) % self.shards.len()
+    }
+
+    fn next_version(&self) -> u64 {
+        self.versions.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn encode_key(&self, key: &K) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.codec
+            .encode(key, &mut out)
+            .map_err(|source| Error::Encode {
+                what: "key".into(),
+                source,
+            })?;
+        Ok(out)
+    }
+
+    fn encode_error(key_bytes: &[u8], source: crate::CodecError) -> Error {
+        Error::Encode {
+            what: format!("value of key {}", KeyDigest::of(key_bytes)),
+            source,
+        }
+    }
+
+    /// A value's weight: the user's weigher, or its encoded length.
+    fn weigh(&self, key_bytes: &[u8], value: &V) -> Result<u64> {
+        match &self.weigher {
+            Some(weigher) => Ok(weigher(value)),
+            None => self
+                .codec
+                .encoded_len(value)
+                .map_err(|source| Self::encode_error(key_bytes, source)),
+        }
+    }
+
+    fn refuse_if_read_only(&self) -> Result<()> {
+        if self.mode == DiskMode::ReadOnly {
+            return Err(Error::ReadOnly {
+                path: self.root.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Returns (and forgets) the error of a background write that failed since the last call.
+    fn take_deferred(&self) -> Result<()> {
+        match self.queue.lock().deferred.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// True when spills must be waited for: synchronous spilling was asked for, or the last
+    /// background write failed (so errors reach the operation that caused them).
+    fn spills_synchronously(&self) -> bool {
+        !self.background || self.queue.lock().failing
+    }
+
+    /// Queues `job` (callers hold the shard lock of its key, which orders each key's jobs).
+    fn enqueue(&self, job: Job<K, V>) -> u64 {
+        let id = {
+            let mut queue = self.queue.lock();
+            queue.jobs.push_back(job);
+            queue.enqueued += 1;
+            queue.enqueued
+        };
+        self.work.notify_one();
+        id
+    }
+
+    /// Returns once job `id` and every job queued before it are done.
+    fn settle(&self, id: u64) {
+        if self.background {
+            let mut queue = self.queue.lock();
+            while queue.done < id {
+                self.progress.wait(&mut queue);
+            }
+        } else {
+            while self.queue.lock().done < id {
+                self.drain_batch();
+            }
+        }
+    }
+
+    /// Waits a little for queued jobs to make progress (or makes it, without a writer).
+    fn wait_for_progress(&self) {
+        if self.background {
+            let mut queue = self.queue.lock();
+            if queue.done < queue.enqueued && queue.deferred.is_none() {
+                self.progress
+                    .wait_for(&mut queue, Duration::from_millis(20));
+            }
+        } else if !self.drain_batch() {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Makes room for `weight` more bytes in memory and reserves it: victims leave memory in
+    /// policy order (a slack below the budget, so the next operations need no eviction), the
+    /// dirty ones queued for writing. Waits while the in-flight allowance is used up.
+    /// Returns the id of the last job queued (0 for none).
+    fn reserve(&self, weight: u64) -> Result<u64> {
+        let mut last = 0;
+        loop {
+            let held = self.memory_bytes.load(Ordering::Acquire);
+            if held + weight <= self.budget {
+                if self
+                    .memory_bytes
+                    .compare_exchange(held, held + weight, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Ok(last);
+                }
+                continue;
+            }
+            let slack = (self.budget / 16).min(8 << 20);
+            let (freed, id) = self.evict(held + weight - self.budget + slack);
+            last = last.max(id);
+            if !self.background {
+                // The victims were written (or failed) already: a failure ends this operation.
+                self.take_deferred()?;
+            }
+            if freed == 0 {
+                self.take_deferred()?;
+                self.wait_for_progress();
+            }
+        }
+    }
+
+    /// Like [`reserve`](Self::reserve) but gives up instead of waiting.
+    fn try_reserve(&self, weight: u64) -> bool {
+        for _ in 0..4 {
+            let held = self.memory_bytes.load(Ordering::Acquire);
+            if held + weight <= self.budget {
+                if self
+                    .memory_bytes
+                    .compare_exchange(held, held + weight, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return true;
+                }
+                continue;
+            }
+            let slack = (self.budget / 16).min(8 << 20);
+            if self.evict(held + weight - self.budget + slack).0 == 0 {
+                return false;
+            }
+        }
+        false
+    }
+
+    fn release(&self, weight: u64) {
+        if weight > 0 {
+            self.memory_bytes.fetch_sub(weight, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes victims out of memory, chest-wide in policy order, until `need` bytes left it or
+    /// nothing more can leave now. Returns the bytes freed and the last job id queued.
+    fn evict(&self, need: u64) -> (u64, u64) {
+        let mut tops: Vec<Option<u64>> = self
+            .shards
+            .iter()
+            .map(|s| s.lock().peek_priority())
+            .collect();
+        let (mut freed, mut last) = (0, 0);
+        while freed < need {
+            let Some(best) = (0..tops.len())
+                .filter(|&i| tops[i].is_some())
+                .max_by_key(|&i| tops[i])
+            else {
+                break;
+            };
+            let mut shard = self.shards[best].lock();
+            let Some((weight, dirty)) = shard.peek_victim() else {
+                tops[best] = None;
+                continue;
+            };
+            if dirty {
+                let in_flight = self.in_flight.load(Ordering::Acquire);
+                if in_flight > 0 && in_flight + weight > self.allowance {
+                    break;
+                }
+            }
+            match shard.take_victim() {
+                Some(Victim::Clean { weight }) => {
+                    self.release(weight);
+                    freed += weight;
+                }
+                Some(Victim::Dirty {
+                    key,
+                    value,
+                    weight,
+                    version,
+                }) => {
+                    self.release(weight);
+                    self.in_flight.fetch_add(weight, Ordering::AcqRel);
+                    freed += weight;
+                    last = self.enqueue(Job::Put {
+                        key,
+                        value,
+                        weight,
+                        version,
+                        evicted: true,
+                    });
+                }
+                None => {}
+            }
+            tops[best] = shard.peek_priority();
+        }
+        if !self.background && last > 0 {
+            // Synchronous spilling: the caller writes what it evicted before going on.
+            self.settle(last);
+        }
+        (freed, last)
+    }
+
+    /// Under `Largest`, a value at least as heavy as every value that would have to leave for
+    /// it goes straight to disk.
+    fn largest_goes_to_disk(&self, weight: u64) -> bool {
+        let policy = self.shards[0].lock().policy();
+        if policy != Policy::Largest
+            || self.memory_bytes.load(Ordering::Acquire) + weight <= self.budget
+        {
+            return false;
+        }
+        let heaviest = self
+            .shards
+            .iter()
+            .filter_map(|s| {
+                let s = s.lock();
+                s.peek_victim().map(|(w, _)| w)
+            })
+            .max();
+        heaviest.is_some_and(|top| weight >= top)
+    }
+
+    pub(crate) fn insert(&self, key: K, value: V) -> Result<()> {
+        self.insert_arc(key, Arc::new(value))
+    }
+
+    fn insert_arc(&self, key: K, value: Arc<V>) -> Result<()> {
+        self.refuse_if_read_only()?;
+        self.take_deferred()?;
+        let key_bytes = self.encode_key(&key)?;
+        let weight = self.weigh(&key_bytes, &value)?;
+        if weight > self.budget || self.largest_goes_to_disk(weight) {
+            return self.store_direct(key, &key_bytes, value);
+        }
+        let synchronous = self.spills_synchronously();
+        let last = self.reserve(weight)?;
+        if synchronous && last > 0 {
+            self.settle(last);
+            if let Err(e) = self.take_deferred() {
+                self.release(weight);
+                return Err(e);
+            }
+        }
+        let version = self.next_version();
+        let old = {
+            let mut shard = self.shards[self.shard_of(&key)].lock();
+            let stored = shard
+                .get(&key)
+                .map_or(Stored::Nothing, Slot::stored_after_replace);
+            shard.put(
+                key,
+                Slot {
+                    held: Held::Memory { value, weight },
+                    stored,
+                    version,
+                },
+            )
+        };
+        if let Some(old) = old {
+            self.release(old.memory_weight());
+        }
+        Ok(())
+    }
+
+    /// Writes `value` as `key`'s value at once and holds it on disk only (values heavier than
+    /// the budget). Queued jobs go first, so the disk sees the key's changes in order.
+    fn store_direct(&self, key: K, key_bytes: &[u8], value: Arc<V>) -> Result<()> {
+        let mut engine = self.engine.lock();
+        self.drain_locked(&mut engine);
+        self.take_deferred()?;
+        let previous = self.locs.read().map.get(&key).copied();
+        let written = self.encode_into(&mut engine.scratch, key_bytes, &value);
+        let Engine { disk, scratch } = &mut *engine;
+        let loc = written.and_then(|()| {
+            let loc = disk.write_value(key_bytes, scratch, self.compression, previous)?;
+            disk.commit_staged().map(|()| loc)
+        });
+        let loc = match loc {
+            Ok(loc) => loc,
+            Err(e) => {
+                disk.discard_staged();
+                bump(&self.counters.failed_spills, 1);
+                return Err(e);
+            }
+        };
+        bump(&self.counters.spills, 1);
+        bump(&self.counters.spill_bytes, loc.raw_len);
+        self.locs.write().map.insert(key.clone(), loc);
+        self.refresh_files(disk);
+        let version = self.next_version();
+        let old = self.shards[self.shard_of(&key)].lock().put(
+            key,
+            Slot {
+                held: Held::Disk {
+                    weak: Arc::downgrade(&value),
+                },
+                stored: Stored::Current,
+                version,
+            },
+        );
+        if let Some(old) = old {
+            self.release(old.memory_weight());
+        }
+        self.compact_quietly(&mut engine);
+        Ok(())
+    }
+
+    /// Encodes `value` into `out`; a panicking `Serialize` becomes an error.
+    fn encode_into(&self, out: &mut Vec<u8>, key_bytes: &[u8], value: &V) -> Result<()> {
+        out.clear();
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.codec.encode(value, out)
+        }));
+        match encoded {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(Self::encode_error(key_bytes, source)),
+            Err(_) => Err(Error::Encode {
+                what: format!("value of key {}", KeyDigest::of(key_bytes)),
+                source: "the value's Serialize implementation panicked".into(),
+            }),
+        }
+    }
+
+    /// Where `key`'s stored copy is, with the segment file to read it from.
+    fn locate(&self, key: &K) -> Option<(DiskLoc, Option<Arc<File>>)> {
+        let locs = self.locs.read();
+        let loc = *locs.map.get(key)?;
+        let file = match loc.place {
+            Place::Segment(p) => locs.files.get(&p.segment).cloned(),
+            Place::File => None,
+        };
+        Some((loc, file))
+    }
+
+    /// Reads and decodes the value stored at `loc`.
+    fn load(&self, key_bytes: &[u8], loc: &DiskLoc, file: Option<&File>) -> Result<V> {
+        let payload = self.reader.read(file, key_bytes, loc)?;
+        let value: V = self
+            .codec
+            .decode(payload.raw())
+            .map_err(|source| Error::Decode {
+                path: payload.path.clone(),
+                source,
+            })?;
+        bump(&self.counters.loads, 1);
+        bump(&self.counters.load_bytes, payload.raw().len() as u64);
+        Ok(value)
+    }
+
+    /// Reads `key`'s stored value from disk, retrying when the stored copy moved meanwhile.
+    /// `None` when the key has no stored copy (it was removed meanwhile).
+    fn load_current(&self, key: &K, key_bytes: &[u8]) -> Result<Option<(V, DiskLoc)>> {
+        for attempt in 1..=READ_ATTEMPTS {
+            let Some((loc, file)) = self.locate(key) else {
+                return Ok(None);
+            };
+            match self.load(key_bytes, &loc, file.as_deref()) {
+                Ok(value) => return Ok(Some((value, loc))),
+                Err(e) => {
+                    let moved = self.locate(key).map(|(l, _)| l) != Some(loc);
+                    if !moved || attempt == READ_ATTEMPTS {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
+        let home = self.shard_of(key);
+        for _ in 0..READ_ATTEMPTS {
+            let version = {
+                let mut shard = self.shards[home].lock();
+                let Some(slot) = shard.get(key) else {
+                    return Ok(None);
+                };
+                match &slot.held {
+                    Held::Memory { value, .. } => {
+                        let value = value.clone();
+                        shard.touch(key);
+                        bump(&self.counters.memory_hits, 1);
+                        return Ok(Some(value));
+                    }
+                    Held::Writing { value, .. } => {
+                        bump(&self.counters.memory_hits, 1);
+                        return Ok(Some(value.clone()));
+                    }
+                    Held::Disk { weak } => {
+                        if let Some(value) = weak.upgrade() {
+                            bump(&self.counters.shared_hits, 1);
+                            return Ok(Some(value));
+                        }
+                        slot.version
+                    }
+                }
+            };
+            let key_bytes = self.encode_key(key)?;
+            let Some((value, loc)) = self.load_current(key, &key_bytes)? else {
+                // Removed (and maybe inserted again) meanwhile: look again.
+                continue;
+            };
+            let value = Arc::new(value);
+            let weight = match &self.weigher {
+                Some(weigher) => weigher(&value),
+                None => loc.raw_len,
+            };
+            // Keep the value in memory when room can be made without waiting (and without
+            // more writes while they fail).
+            let kept =
+                weight <= self.budget && !self.queue.lock().failing && self.try_reserve(weight);
+            let mut shard = self.shards[home].lock();
+            if !(kept && shard.promote(key, version, value.clone(), weight)) {
+                if kept {
+                    self.release(weight);
+                }
+                shard.share(key, version, &value);
+            }
+            return Ok(Some(value));
+        }
+        Err(Error::corrupt(
+            &self.root,
+            "the key's stored copy kept moving",
+        ))
+    }
+
+    /// An owned copy of `value` made by encoding and decoding it, so `V` need not be `Clone`.
+    fn clone_via_codec(&self, key_bytes: &[u8], value: &V) -> Result<V> {
+        let mut raw = Vec::new();
+        self.encode_into(&mut raw, key_bytes, value)?;
+        self.codec
+            .decode(&raw)
+            .map_err(|source| Self::encode_error(key_bytes, source))
+    }
+
+    /// Applies `f` to `key`'s value, atomically with respect to every other operation on the
+    /// key: `f` runs under the key's shard lock, on a value of its own (the in-memory one when
+    /// nobody shares it, else a copy made beforehand without the lock).
+    pub(crate) fn update<F: FnOnce(&mut V)>(&self, key: &K, f: F) -> Result<bool> {
+        self.refuse_if_read_only()?;
+        self.take_deferred()?;
+        let key_bytes = self.encode_key(key)?;
+        let home = self.shard_of(key);
+        let mut copy: Option<(u64, V)> = None;
+        loop {
+            let mut shard = self.shards[home].lock();
+            let Some(slot) = shard.get(key) else {
+                return Ok(false);
+            };
+            let version = slot.version;
+            let unique =
+                matches!(&slot.held, Held::Memory { value, .. } if Arc::strong_count(value) == 1);
+            let (mut private, taken) = match copy.take() {
+                Some((v, private)) if v == version => (private, None),
+                _ if unique => {
+                    let Some(old) = shard.remove(key) else {
+                        return Ok(false);
+                    };
+                    let Held::Memory { value, weight } = old.held else {
+                        unreachable!("checked to be in memory")
+                    };
+                    self.release(weight);
+                    match Arc::try_unwrap(value) {
+                        Ok(owned) => (owned, Some((old.stored, weight))),
+                        Err(_) => unreachable!("checked to be unique under the lock"),
+                    }
+                }
+                _ => {
+                    let live = slot.live_value();
+                    drop(shard);
+                    let made = match live {
+                        Some(value) => self.clone_via_codec(&key_bytes, &value)?,
+                        None => match self.load_current(key, &key_bytes)? {
+                            Some((value, _)) => value,
+                            None => continue,
+                        },
+                    };
+                    copy = Some((version, made));
+                    continue;
+                }
+            };
+            // `f` and the weigher are the user's code: if either panics, the entry keeps its
+            // old value (or, when `f` had the only copy, the value as `f` left it).
+            let weighed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                f(&mut private);
+                self.weigh(&key_bytes, &private)
+            }));
+            let weighed = match weighed {
+                Ok(Ok(weight)) => Ok(weight),
+                Ok(Err(e)) => Err(Ok(e)),
+                Err(panic) => Err(Err(panic)),
+            };
+            let weight = match weighed {
+                Ok(weight) => weight,
+                Err(failure) => {
+                    if let Some((stored, weight)) = taken {
+                        self.put_back(&mut shard, key, private, weight, stored, version);
+                    }
+                    match failure {
+                        Ok(e) => return Err(e),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    }
+                }
+            };
+            let stored = match taken {
+                Some((Stored::Nothing, _)) => Stored::Nothing,
+                Some(_) => Stored::Stale,
+                None => shard
+                    .get(key)
+                    .map_or(Stored::Nothing, Slot::stored_after_replace),
+            };
+            let value = Arc::new(private);
+            let new_version = self.next_version();
+            // Room is made without waiting (the shard is locked); when there is none, the new
+            // value leaves memory at once through the queue, like an evicted one.
+            let in_memory = weight <= self.budget && self.reserve_now(weight);
+            let held = if in_memory {
+                Held::Memory {
+                    value: value.clone(),
+                    weight,
+                }
+            } else {
+                self.in_flight.fetch_add(weight, Ordering::AcqRel);
+                Held::Writing {
+                    value: value.clone(),
+                    weight,
+                }
+            };
+            let old = shard.put(
+                key.clone(),
+                Slot {
+                    held,
+                    stored,
+                    version: new_version,
+                },
+            );
+            if let Some(old) = old {
+                self.release(old.memory_weight());
+            }
+            let last = if in_memory {
+                0
+            } else {
+                self.enqueue(Job::Put {
+                    key: key.clone(),
+                    value,
+                    weight,
+                    version: new_version,
+                    evicted: true,
+                })
+            };
+            drop(shard);
+            if last > 0 && self.spills_synchronously() {
+                self.settle(last);
+                self.take_deferred()?;
+            }
+            return Ok(true);
+        }
+    }
+
+    /// Reserves `weight` bytes if they fit under the budget right now.
+    fn reserve_now(&self, weight: u64) -> bool {
+        let mut held = self.memory_bytes.load(Ordering::Acquire);
+        while held + weight <= self.budget {
+            match self.memory_bytes.compare_exchange(
+                held,
+                held + weight,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => held = now,
+            }
+        }
+        false
+    }
+
+    /// Puts a value taken out for `update` back, over budget if need be.
+    fn put_back(
+        &self,
+        shard: &mut MemoryTier<K, V>,
+        key: &K,
+        value: V,
+        weight: u64,
+        stored: Stored,
+        version: u64,
+    ) {
+        self.memory_bytes.fetch_add(weight, Ordering::AcqRel);
+        shard.put(
+            key.clone(),
+            Slot {
+                held: Held::Memory {
+                    value: Arc::new(value),
+                    weight,
+                },
+                stored,
+                version,
+            },
+        );
+    }
+
+    pub(crate) fn remove(&self, key: &K) -> Result<bool> {
+        self.refuse_if_read_only()?;
+        self.take_deferred()?;
+        let id = {
+            let mut shard = self.shards[self.shard_of(key)].lock();
+            let Some(old) = shard.remove(key) else {
+                return Ok(false);
+            };
+            self.release(old.memory_weight());
+            if old.stored_after_replace() == Stored::Nothing {
+                return Ok(true);
+            }
+            let restore = match old.held {
+                Held::Memory { value, weight } | Held::Writing { value, weight } => {
+                    Some((value, weight, old.stored))
+                }
+                Held::Disk { .. } => None,
+            };
+            self.enqueue(Job::Remove {
+                key: key.clone(),
+                restore,
+            })
+        };
+        if self.spills_synchronously() {
+            self.settle(id);
+            self.take_deferred()?;
+        }
+        Ok(true)
+    }
+
+    /// The value of `key`, computed by `f` and inserted when absent. Concurrent callers for
+    /// the same missing key run one `f` between them and all get its value.
+    pub(crate) fn get_or_try_insert_with<E, F>(
+        &self,
+        key: K,
+        f: F,
+    ) -> std::result::Result<Arc<V>, E>
+    where
+        E: From<Error>,
+        F: FnOnce() -> std::result::Result<V, E>,
+    {
+        let mut f = Some(f);
+        loop {
+            if let Some(value) = self.get(&key)? {
+                return Ok(value);
+            }
+            match self.computing.claim(&key) {
+                Claim::Lead(_leader) => {
+                    if let Some(value) = self.get(&key)? {
+                        return Ok(value);
+                    }
+                    let compute = f
+                        .take()
+                        .expect("f runs at most once: only a leader runs it");
+                    let value = Arc::new(compute()?);
+                    self.insert_arc(key, value.clone())?;
+                    return Ok(value);
+                }
+                Claim::Wait(slot) => slot.wait(),
+            }
+        }
+    }
+
+    pub(crate) fn contains_key(&self, key: &K) -> bool {
+        self.shards[self.shard_of(key)].lock().contains(key)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub(crate) fn keys(&self) -> Vec<K> {
+        let mut keys = Vec::new();
+        for shard in self.shards.iter() {
+            keys.extend(shard.lock().keys().cloned());
+        }
+        keys
+    }
+
+    /// Writes every value without a current disk copy (keeping it in memory), waits for every
+    /// queued write, compacts, then makes the disk tier durable. Only reports errors for
+    /// temporary and read-only chests.
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.take_deferred()?;
+        match self.mode {
+            DiskMode::ReadOnly => return Ok(()),
+            DiskMode::Temp => {
+                // Nothing to make durable; the queued writes are waited for.
+                let last = self.queue.lock().enqueued;
+                self.settle(last);
+                return self.take_deferred();
+            }
+            DiskMode::Persistent => {}
+        }
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for (key, slot) in shard.iter() {
+                if let Held::Memory { value, weight } = &slot.held
+                    && slot.stored != Stored::Current
+                {
+                    self.enqueue(Job::Put {
+                        key: key.clone(),
+                        value: value.clone(),
+                        weight: *weight,
+                        version: slot.version,
+                        evicted: false,
+                    });
+                }
+            }
+        }
+        let last = self.queue.lock().enqueued;
+        self.settle(last);
+        self.take_deferred()?;
+        let mut engine = self.engine.lock();
+        self.compact(&mut engine)?;
+        if !engine.disk.needs_sync() {
+            return Ok(());
+        }
+        let live = self.locs.read().map.len() as u64;
+        if engine.disk.index_is_bloated(live) {
+            let puts = self.stored_copies()?;
+            engine.disk.sync(Some(&puts))
+        } else {
+            engine.disk.sync(None)
+        }
+    }
+
+    /// Checks every stored copy and segment.
+    pub(crate) fn verify(&self) -> Result<crate::VerifyReport> {
+        let engine = self.engine.lock();
+        let copies = self.stored_copies()?;
+        Ok(engine.disk.verify(&copies))
+    }
+
+    /// Every key's stored copy, for an index rewrite or a check.
+    fn stored_copies(&self) -> Result<Vec<(Vec<u8>, DiskLoc)>> {
+        let locs = self.locs.read();
+        let mut puts = Vec::with_capacity(locs.map.len());
+        for (key, loc) in locs.map.iter() {
+            puts.push((self.encode_key(key)?, *loc));
+        }
+        Ok(puts)
+    }
+
+    /// Compacts segments after a write; a failure leaves everything as it was and is counted
+    /// (flush retries and reports it).
+    fn compact_quietly(&self, engine: &mut Engine) {
+        if self.compact(engine).is_err() {
+            bump(&self.counters.failed_compactions, 1);
+        }
+    }
+
+    /// Rewrites every sealed segment whose live bytes fell under half: the records that some
+    /// key's stored copy still is are copied into the active segment, the copies are made
+    /// durable, and the old file removed. Readers holding the old file keep reading it.
+    fn compact(&self, engine: &mut Engine) -> Result<()> {
+        for id in engine.disk.compaction_candidates() {
+            let movers: Vec<(K, DiskLoc)> = self
+                .locs
+                .read()
+                .map
+                .iter()
+                .filter(|(_, loc)| DiskTier::is_in_segment(loc, id))
+                .map(|(k, loc)| (k.clone(), *loc))
+                .collect();
+            let mut moved = Vec::with_capacity(movers.len());
+            let staged = (|| {
+                for (key, loc) in &movers {
+                    let key_bytes = self.encode_key(key)?;
+                    moved.push((key.clone(), engine.disk.copy_record(&key_bytes, *loc)?));
+                }
+                engine.disk.commit_staged()
+            })();
+            if let Err(e) = staged {
+                engine.disk.discard_staged();
+                return Err(e);
+            }
+            {
+                let mut locs = self.locs.write();
+                for (key, loc) in moved {
+                    locs.map.insert(key, loc);
+                }
+            }
+            self.refresh_files(&engine.disk);
+            // The old segment may hold the only durable copy of flushed values: sync the new
+            // copies and their index records before it goes.
+            engine.disk.sync(None)?;
+            engine.disk.remove_segment(id)?;
+            self.refresh_files(&engine.disk);
+            bump(&self.counters.compactions, 1);
+        }
+        Ok(())
+    }
+
+    /// Brings the readers' segment handles up to date with the disk tier.
+    fn refresh_files(&self, disk: &DiskTier) {
+        let generation = disk.segment_generation();
+        if self.locs.read().generation == generation {
+            return;
+        }
+        let mut locs = self.locs.write();
+        locs.files = disk.segment_handles().into_iter().collect();
+        locs.generation = generation;
+    }
+
+    /// Releases the disk tier's lock.
+    pub(crate) fn release_lock(&self) -> Result<()> {
+        self.engine.lock().disk.release()
+    }
+
+    pub(crate) fn is_writable_persistent(&self) -> bool {
+        self.mode == DiskMode::Persistent
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let (mut entries, mut in_memory, mut on_disk) = (0, 0, 0);
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            entries += shard.len() as u64;
+            in_memory += shard.in_memory() as u64;
+            on_disk += shard.on_disk();
+        }
+        // The chest-wide count (shards summed one after the other would not be a snapshot).
+        let memory_bytes = self.memory_bytes.load(Ordering::Acquire);
+        let engine = self.engine.lock();
+        let disk = &engine.disk;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            entries,
+            in_memory,
+            on_disk,
+            memory_bytes,
+            budget_bytes: self.budget,
+            in_flight_bytes: self.in_flight.load(Ordering::Acquire),
+            disk_bytes: disk.disk_bytes(),
+            live_disk_bytes: disk.live_disk_bytes(),
+            index_bytes: disk.index_bytes(),
+            files: disk.own_files(),
+            segments: disk.segment_count(),
+            spills: get(&self.counters.spills),
+            spill_bytes: get(&self.counters.spill_bytes),
+            loads: get(&self.counters.loads),
+            load_bytes: get(&self.counters.load_bytes),
+            memory_hits: get(&self.counters.memory_hits),
+            shared_hits: get(&self.counters.shared_hits),
+            failed_spills: get(&self.counters.failed_spills),
+            compactions: get(&self.counters.compactions),
+            failed_compactions: get(&self.counters.failed_compactions),
+            mended_on_open: get(&self.counters.mended_on_open),
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The queue of disk work and its drainer: the background writer thread, or with synchronous
+//! spilling the caller that needs its work done.
+//!
+//! Jobs are taken in batches, in queue order, by one drainer at a time (holding `engine`).
+//! Values are encoded and staged, the batch is committed with one write per file, the disk
+//! index is updated, and only then do the slots learn the outcome: an evicted value becomes
+//! `Disk`, or goes back to memory when its write failed; the error is kept for the next
+//! operation.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Core, Engine, bump};
+use crate::codec::Codec;
+use crate::disk::{DiskLoc, Place};
+use crate::error::{Error, Result};
+use crate::memory::{Held, Slot, Stored};
+
+/// One change for the disk.
+pub(crate) enum Job<K, V> {
+    /// Write `value` (version `version` of `key`). An `evicted` value left memory and is
+    /// skipped when the slot moved on to another version; a flush's write (`evicted: false`)
+    /// is skipped only when a newer value of the key is already written.
+    Put {
+        key: K,
+        value: Arc<V>,
+        weight: u64,
+        version: u64,
+        evicted: bool,
+    },
+    /// Remove `key`'s stored copy. If that fails, the entry comes back: `restore` is its value
+    /// when it was in memory (with weight and what the disk held), `None` when it was on disk.
+    Remove {
+        key: K,
+        restore: Option<(Arc<V>, u64, Stored)>,
+    },
+}
+
+impl<K, V> Job<K, V> {
+    fn weight(&self) -> u64 {
+        match self {
+            Job::Put { weight, .. } => *weight,
+            Job::Remove { .. } => 64,
+        }
+    }
+}
+
+/// The queue and what its drainer reports back.
+pub(crate) struct Queue<K, V> {
+    pub(crate) jobs: VecDeque<Job<K, V>>,
+    /// Jobs ever queued; a job's id is this count just after it was queued.
+    pub(crate) enqueued: u64,
+    /// Jobs done (they are done in queue order).
+    pub(crate) done: u64,
+    /// The first error since the last operation that reported one.
+    pub(crate) deferred: Option<Error>,
+    /// The last batch failed: spill synchronously until one succeeds.
+    pub(crate) failing: bool,
+    /// The writer thread should stop once the queue is empty.
+    pub(crate) stop: bool,
+}
+
+impl<K, V> Default for Queue<K, V> {
+    fn default() -> Self {
+        Queue {
+            jobs: VecDeque::new(),
+            enqueued: 0,
+            done: 0,
+            deferred: None,
+            failing: false,
+            stop: false,
+        }
+    }
+}
+
+/// The most a batch takes: jobs, and bytes of values.
+const BATCH_JOBS: usize = 4096;
+const BATCH_BYTES: u64 = 8 << 20;
+
+/// What happened to one job of a batch.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Written,
+    Skipped,
+    Failed,
+}
+
+impl<K, V, C> Core<K, V, C>
+where
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
+    V: Serialize + DeserializeOwned,
+    C: Codec,
+{
+    /// The writer thread's loop: drain until told to stop with nothing left.
+    pub(crate) fn run_writer(&self) {
+        loop {
+            {
+                let mut queue = self.queue.lock();
+                while queue.jobs.is_empty() {
+                    if queue.stop {
+                        return;
+                    }
+                    self.work.wait(&mut queue);
+                }
+            }
+            self.drain_batch();
+        }
+    }
+
+    /// Tells the writer thread to finish the queue and stop.
+    pub(crate) fn stop_writer(&self) {
+        self.queue.lock().stop = true;
+        self.work.notify_all();
+    }
+
+    /// Processes one batch; false when the queue was empty.
+    pub(crate) fn drain_batch(&self) -> bool {
+        let mut engine = self.engine.lock();
+        self.drain_one(&mut engine)
+    }
+
+    /// Processes every queued job (the caller holds `engine`).
+    pub(crate) fn drain_locked(&self, engine: &mut Engine) {
+        while self.drain_one(engine) {}
+    }
+
+    fn drain_one(&self, engine: &mut Engine) -> bool {
+        let jobs: Vec<Job<K, V>> = {
+            let mut queue = self.queue.lock();
+            let (mut n, mut bytes) = (0, 0);
+            while n < queue.jobs.len() && n < BATCH_JOBS && bytes < BATCH_BYTES {
+                bytes += queue.jobs[n].weight();
+                n += 1;
+            }
+            queue.jobs.drain(..n).collect()
+        };
+        if jobs.is_empty() {
+            return false;
+        }
+        let count = jobs.len() as u64;
+        let result = self.process(engine, jobs);
+        {
+            let mut queue = self.queue.lock();
+            queue.done += count;
+            match result {
+                Ok(()) => queue.failing = false,
+                Err(e) => {
+                    queue.failing = true;
+                    queue.deferred.get_or_insert(e);
+                }
+            }
+        }
+        self.progress.notify_all();
+        true
+    }
+
+    /// True when an evicted value's write is still wanted: its slot holds that version.
+    fn still_wanted(&self, key: &K, version: u64, evicted: bool) -> bool {
+        let shard = self.shards[self.shard_of(key)].lock();
+        match shard.get(key) {
+            Some(slot) if slot.version == version => true,
+            Some(slot) => !evicted && slot.stored != Stored::Current,
+            None => false,
+        }
+    }
+
+    /// Stages and commits a batch, then tells the slots. The first error is returned; the
+    /// values whose writes failed are back in memory.
+    fn process(&self, engine: &mut Engine, jobs: Vec<Job<K, V>>) -> Result<()> {
+        let mut outcomes = vec![Outcome::Skipped; jobs.len()];
+        let mut locs: Vec<Option<DiskLoc>> = vec![None; jobs.len()];
+        // The stored copy of each key touched by this batch, as the batch leaves it.
+        let mut latest: HashMap<&K, Option<DiskLoc>> = HashMap::new();
+        let mut first_error: Option<Error> = None;
+        let staged: Result<()> = (|| {
+            for (i, job) in jobs.iter().enumerate() {
+                match job {
+                    Job::Put {
+                        key,
+                        value,
+                        version,
+                        evicted,
+                        ..
+                    } => {
+                        if !self.still_wanted(key, *version, *evicted) {
+                            continue;
+                        }
+                        let key_bytes = self.encode_key(key)?;
+                        let mut raw = std::mem::take(&mut engine.scratch);
+                        let encoded = self.encode_into(&mut raw, &key_bytes, value);
+                        let written = encoded.and_then(|()| {
+                            let previous = match latest.get(key) {
+                                Some(loc) => *loc,
+                                None => self.locs.read().map.get(key).copied(),
+                            };
+                            engine
+                                .disk
+                                .write_value(&key_bytes, &raw, self.compression, previous)
+                        });
+                        engine.scratch = raw;
+                        match written {
+                            Ok(loc) => {
+                                latest.insert(key, Some(loc));
+                                locs[i] = Some(loc);
+                                outcomes[i] = Outcome::Written;
+                            }
+                            // A value that cannot be encoded fails alone.
+                            Err(e @ Error::Encode { .. }) => {
+                                bump(&self.counters.failed_spills, 1);
+                                outcomes[i] = Outcome::Failed;
+                                first_error.get_or_insert(e);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Job::Remove { key, .. } => {
+                        let previous = match latest.get(key) {
+                            Some(loc) => *loc,
+                            None => self.locs.read().map.get(key).copied(),
+                        };
+                        if let Some(previous) = previous {
+                            let key_bytes = self.encode_key(key)?;
+                            engine.disk.remove_value(&key_bytes, previous)?;
+                        }
+                        latest.insert(key, None);
+                        outcomes[i] = Outcome::Written;
+                    }
+                }
+            }
+            engine.disk.commit_staged()
+        })();
+        if let Err(e) = staged {
+            engine.disk.discard_staged();
+            bump(&self.counters.failed_spills, 1);
+            if self.batch_failed(&jobs, engine) {
+                return Err(e);
+            }
+            // Every job took effect anyway (removals whose files are gone): nothing to report.
+            return Ok(());
+        }
+        {
+            let mut index = self.locs.write();
+            for (key, loc) in latest {
+                match loc {
+                    Some(loc) => index.map.insert(key.clone(), loc),
+                    None => index.map.remove(key),
+                };
+            }
+        }
+        self.refresh_files(&engine.disk);
+        for (i, job) in jobs.iter().enumerate() {
+            let Job::Put {
+                key,
+                weight,
+                version,
+                evicted,
+                ..
+            } = job
+            else {
+                continue;
+            };
+            if let (Outcome::Written, Some(loc)) = (outcomes[i], locs[i]) {
+                bump(&self.counters.spills, 1);
+                bump(&self.counters.spill_bytes, loc.raw_len);
+            }
+            let written = matches!(outcomes[i], Outcome::Written);
+            self.finish_put(key, *version, *weight, *evicted, written, outcomes[i]);
+        }
+        self.compact_quietly(engine);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Tells `key`'s slot how the write of its `version` ended.
+    fn finish_put(
+        &self,
+        key: &K,
+        version: u64,
+        weight: u64,
+        evicted: bool,
+        written: bool,
+        outcome: Outcome,
+    ) {
+        let mut shard = self.shards[self.shard_of(key)].lock();
+        if evicted {
+            // A failed (not a skipped) write puts the value back in memory.
+            let ok = written || matches!(outcome, Outcome::Skipped);
+            let back = shard.write_done(key, version, ok);
+            drop(shard);
+            if back > 0 {
+                self.memory_bytes.fetch_add(back, Ordering::AcqRel);
+            }
+            self.in_flight.fetch_sub(weight, Ordering::AcqRel);
+        } else if written {
+            shard.update(key, |slot| {
+                if slot.version == version {
+                    slot.stored = Stored::Current;
+                }
+            });
+        }
+    }
+
+    /// A batch failed as a whole: evicted values go back to memory, removed entries come back
+    /// (unless their value file is already gone, which is the removal taking effect). True
+    /// when some job did not take effect.
+    fn batch_failed(&self, jobs: &[Job<K, V>], engine: &mut Engine) -> bool {
+        let mut undone = false;
+        for job in jobs {
+            match job {
+                Job::Put {
+                    key,
+                    version,
+                    weight,
+                    evicted,
+                    ..
+                } => {
+                    undone = true;
+                    self.finish_put(key, *version, *weight, *evicted, false, Outcome::Failed);
+                }
+                Job::Remove { key, restore } => {
+                    let stored = self.locs.read().map.get(key).copied();
+                    if let Some(loc) = stored
+                        && loc.place == Place::File
+                        && let Ok(key_bytes) = self.encode_key(key)
+                        && !engine.disk.path_of(&key_bytes, &loc).exists()
+                    {
+                        self.locs.write().map.remove(key);
+                        continue;
+                    }
+                    undone = true;
+                    self.restore_removed(key, restore.clone(), stored.is_some());
+                }
+            }
+        }
+        undone
+    }
+
+    /// Puts back an entry whose removal failed, unless the key has a newer slot.
+    fn restore_removed(&self, key: &K, restore: Option<(Arc<V>, u64, Stored)>, stored: bool) {
+        let mut shard = self.shards[self.shard_of(key)].lock();
+        if shard.contains(key) {
+            // A newer value: the disk still has the old record, so removing it later must
+            // reach the disk.
+            if stored {
+                shard.update(key, |slot| {
+                    if slot.stored == Stored::Nothing {
+                        slot.stored = Stored::Stale;
+                    }
+                });
+            }
+            return;
+        }
+        let version = self.next_version();
+        let slot = match restore {
+            Some((value, weight, was)) => {
+                self.memory_bytes.fetch_add(weight, Ordering::AcqRel);
+                Slot {
+                    held: Held::Memory { value, weight },
+                    stored: if was == Stored::Current && stored {
+                        Stored::Current
+                    } else if stored {
+                        Stored::Stale
+                    } else {
+                        Stored::Nothing
+                    },
+                    version,
+                }
+            }
+            None if stored => Slot {
+                held: Held::Disk {
+                    weak: std::sync::Weak::new(),
+                },
+                stored: Stored::Current,
+                version,
+            },
+            None => return,
+        };
+        shard.put(key.clone(), slot);
+    }
+}
