@@ -380,11 +380,8 @@ where
                 tops[best] = None;
                 continue;
             };
-            if dirty {
-                let in_flight = self.in_flight.load(Ordering::Acquire);
-                if in_flight > 0 && in_flight + weight > self.allowance {
-                    break;
-                }
+            if dirty && !self.admit_in_flight(weight) {
+                break;
             }
             match shard.take_victim() {
                 Some(Victim::Clean { weight }) => {
@@ -398,7 +395,6 @@ where
                     version,
                 }) => {
                     self.release(weight);
-                    self.in_flight.fetch_add(weight, Ordering::AcqRel);
                     freed += weight;
                     last = self.enqueue(Job::Put {
                         key,
@@ -417,6 +413,26 @@ where
             self.settle(last);
         }
         (freed, last)
+    }
+
+    /// Counts `weight` more bytes in flight if the allowance has room (or nothing is in
+    /// flight, so one value larger than the allowance can still go).
+    fn admit_in_flight(&self, weight: u64) -> bool {
+        let mut current = self.in_flight.load(Ordering::Acquire);
+        loop {
+            if current > 0 && current + weight > self.allowance {
+                return false;
+            }
+            match self.in_flight.compare_exchange(
+                current,
+                current + weight,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => current = now,
+            }
+        }
     }
 
     /// Under `Largest`, a value at least as heavy as every value that would have to leave for
@@ -739,7 +755,11 @@ where
                     weight,
                 }
             } else {
-                self.in_flight.fetch_add(weight, Ordering::AcqRel);
+                // Over the allowance only when other writes are in flight: one value per
+                // updating thread at most, and waited for below.
+                if !self.admit_in_flight(weight) {
+                    self.in_flight.fetch_add(weight, Ordering::AcqRel);
+                }
                 Held::Writing {
                     value: value.clone(),
                     weight,
@@ -771,6 +791,12 @@ where
             if last > 0 && self.spills_synchronously() {
                 self.settle(last);
                 self.take_deferred()?;
+            } else if last > 0 {
+                // Backpressure: wait until the writer is back under the allowance.
+                while self.in_flight.load(Ordering::Acquire) > self.allowance {
+                    self.take_deferred()?;
+                    self.wait_for_progress();
+                }
             }
             return Ok(true);
         }

@@ -1,0 +1,172 @@
+//! Many threads on one chest: 8 threads × 100,000 random operations on shared and private
+//! keys with a tiny budget, in the background-spilling mode, checked against a model; a
+//! sampler thread checks the memory bound all along.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use spillchest::Chest;
+
+const THREADS: u64 = 8;
+const OPS: u64 = 100_000;
+const SHARED_KEYS: u64 = 64;
+const PRIVATE_KEYS: u64 = 200;
+const BUDGET: u64 = 64 << 10;
+const IN_FLIGHT: u64 = 16 << 10;
+const MAX_VALUE: usize = 3000;
+
+/// A value that names its key and carries its own checksum, so any read can be checked.
+fn value(key: u64, stamp: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len.max(24));
+    out.extend_from_slice(&key.to_le_bytes());
+    out.extend_from_slice(&stamp.to_le_bytes());
+    out.resize(len.max(24) - 8, (stamp % 251) as u8);
+    let sum = checksum(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Panics unless `v` is a well-formed value of `key`.
+fn check(key: u64, v: &[u8]) {
+    assert!(v.len() >= 24, "key {key}: value of {} bytes", v.len());
+    let (body, sum) = v.split_at(v.len() - 8);
+    assert_eq!(
+        checksum(body),
+        u64::from_le_bytes(sum.try_into().unwrap()),
+        "key {key}: torn value"
+    );
+    assert_eq!(u64::from_le_bytes(v[..8].try_into().unwrap()), key);
+}
+
+/// A small deterministic generator per thread.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn eight_threads_agree_with_a_model_and_the_budget_holds_throughout() {
+    let chest: Arc<Chest<u64, Vec<u8>>> = Arc::new(
+        Chest::builder()
+            .budget(BUDGET)
+            .in_flight_bytes(IN_FLIGHT)
+            .small_value_bytes(4096)
+            .segment_bytes(256 << 10)
+            .open()
+            .unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (chest, stop) = (Arc::clone(&chest), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut samples = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let s = chest.stats();
+                assert!(s.memory_bytes <= s.budget_bytes, "over budget: {s:?}");
+                // The allowance (or one value when it alone is in flight), plus at most one
+                // value per thread whose update found no room in memory.
+                assert!(
+                    s.in_flight_bytes
+                        <= IN_FLIGHT.max(MAX_VALUE as u64 + 16) + THREADS * (MAX_VALUE as u64 + 16),
+                    "in flight: {s:?}"
+                );
+                samples += 1;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            samples
+        })
+    };
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let chest = Arc::clone(&chest);
+            std::thread::spawn(move || {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1));
+                let mut model: HashMap<u64, Vec<u8>> = HashMap::new();
+                let private = |i: u64| 1_000_000 * (t + 1) + i;
+                for op in 0..OPS {
+                    let r = rng.next();
+                    let shared = r % 4 == 0;
+                    let key = if shared {
+                        (r >> 8) % SHARED_KEYS
+                    } else {
+                        private((r >> 8) % PRIVATE_KEYS)
+                    };
+                    let len = 24 + ((r >> 20) % MAX_VALUE as u64) as usize;
+                    match (r >> 40) % 10 {
+                        0..=3 => {
+                            let v = value(key, op, len);
+                            chest.insert(key, v.clone()).unwrap();
+                            if !shared {
+                                model.insert(key, v);
+                            }
+                        }
+                        4..=7 => {
+                            let got = chest.get(&key).unwrap();
+                            if let Some(v) = &got {
+                                check(key, v);
+                            }
+                            if !shared {
+                                assert_eq!(got.as_deref(), model.get(&key), "key {key}");
+                            }
+                        }
+                        8 => {
+                            let removed = chest.remove(&key).unwrap();
+                            if !shared {
+                                assert_eq!(removed, model.remove(&key).is_some(), "key {key}");
+                            }
+                        }
+                        _ => {
+                            let v = value(key, op, len);
+                            let changed = chest.update(&key, |old| *old = v.clone()).unwrap();
+                            if !shared {
+                                assert_eq!(changed, model.contains_key(&key), "key {key}");
+                                if changed {
+                                    model.insert(key, v);
+                                }
+                            }
+                        }
+                    }
+                }
+                model
+            })
+        })
+        .collect();
+    let models: Vec<HashMap<u64, Vec<u8>>> =
+        workers.into_iter().map(|w| w.join().unwrap()).collect();
+    chest.flush().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    assert!(samples > 10, "the sampler ran {samples} times");
+    for (t, model) in models.iter().enumerate() {
+        for i in 0..PRIVATE_KEYS {
+            let key = 1_000_000 * (t as u64 + 1) + i;
+            assert_eq!(
+                chest.get(&key).unwrap().as_deref(),
+                model.get(&key),
+                "key {key}"
+            );
+        }
+    }
+    for key in 0..SHARED_KEYS {
+        if let Some(v) = chest.get(&key).unwrap() {
+            check(key, &v);
+        }
+    }
+    let s = chest.stats();
+    assert!(s.spills > 10_000, "the budget forced spills: {s:?}");
+    assert!(s.loads > 1_000, "values came back from disk: {s:?}");
+    assert_eq!(s.in_flight_bytes, 0, "{s:?}");
+}
