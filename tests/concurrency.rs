@@ -98,7 +98,7 @@ fn eight_threads_agree_with_a_model_and_the_budget_holds_throughout() {
                 let private = |i: u64| 1_000_000 * (t + 1) + i;
                 for op in 0..OPS {
                     let r = rng.next();
-                    let shared = r % 4 == 0;
+                    let shared = r.is_multiple_of(4);
                     let key = if shared {
                         (r >> 8) % SHARED_KEYS
                     } else {
