@@ -130,13 +130,19 @@
 //! calls back up.
 //!
 //! ```text
-//!  Chest<K, V, C>            chest/mod.rs      public methods; one Mutex around State
-//!    ChestBuilder            chest/builder.rs  options, then DiskTier::open + State::recover
-//!    State                   chest/state.rs    insert/get/update/remove/flush; enforces the
-//!      │                                       budget by spilling victims the memory tier names
-//!      ├─ MemoryTier<K, V>   memory/mod.rs     HashMap<K, Entry>, bytes held, budget
-//!      │    Entry            memory/entry.rs   value in memory (Arc + weight) or a Weak to it,
-//!      │                                       plus the DiskCopy it has, if any
+//!  Chest<K, V, C>            chest/mod.rs      public methods; Arc<Core> + the writer thread
+//!    ChestBuilder            chest/builder.rs  options, then DiskTier::open + Core::recover
+//!    Core                    chest/core.rs     insert/get/update/remove/flush; the budget
+//!      │                                       (one atomic, reserved before a value enters
+//!      │                                       memory), chest-wide eviction over the shards,
+//!      │                                       the disk index (key -> stored copy, RwLock)
+//!      ├─ jobs               chest/core/jobs.rs FIFO queue of disk work (put, remove) drained
+//!      │                                       in batches by the writer thread, or by the
+//!      │                                       caller with synchronous_spill(true)
+//!      ├─ MemoryTier<K, V>   memory/mod.rs     one per shard, each behind its own Mutex:
+//!      │                                       HashMap<K, Slot>, bytes held, eviction order
+//!      │    Slot             memory/entry.rs   Memory (Arc + weight), Writing (evicted, queued),
+//!      │                                       or Disk (a Weak); what the disk holds; version
 //!      │    EvictionOrder    memory/order.rs   priority queue: Lru (coldest) or Largest first
 //!      ├─ Codec (Bincode)    codec.rs          values and keys to bytes; Compression (lz4)
 //!      └─ DiskTier           disk/mod.rs       bytes only: keys are encoded bytes, values are
@@ -158,10 +164,16 @@
 //! ```
 //!
 //! A value's *weight* is its encoded size (or what a user [`ChestBuilder::weigher`] says).
-//! When the held weight exceeds the budget, [`EvictionOrder`](Policy) names a victim; if its
-//! disk copy is current it is simply dropped from memory (a `Weak` is kept so a caller still
-//! holding the `Arc` gets the same one back), otherwise it is encoded, compressed if that
-//! helps, written to a temporary file, renamed into place and recorded in the index log.
+//! Before a value enters memory its weight is reserved against the budget; when that would
+//! exceed it, victims leave memory chest-wide in [`Policy`] order. A victim whose disk copy is
+//! current is simply dropped from memory (a `Weak` is kept so a caller still holding the `Arc`
+//! gets the same one back); otherwise it becomes `Writing` (still served from memory, counted
+//! as in-flight bytes) and a job is queued. The writer thread encodes queued values, appends
+//! small ones to a segment and gives large ones a file of their own, commits the batch with
+//! one write per file plus its index records, and only then marks the slots `Disk`. Locks:
+//! `engine` (the disk tier, held by the drainer during I/O) → a shard → the queue; readers of
+//! spilled values take a shard lock and the disk index's read lock briefly and read with no
+//! lock held.
 //! The on-disk formats and the crash-safety argument are in `docs/design.md`.
 
 // The crate docs link to the array API, which exists only with the `ndarray` feature.
