@@ -170,3 +170,49 @@ fn eight_threads_agree_with_a_model_and_the_budget_holds_throughout() {
     assert!(s.loads > 1_000, "values came back from disk: {s:?}");
     assert_eq!(s.in_flight_bytes, 0, "{s:?}");
 }
+
+#[test]
+fn concurrent_get_or_insert_with_computes_a_missing_value_once() {
+    let chest: Arc<Chest<u64, Vec<u8>>> = Arc::new(Chest::with_budget(1 << 20).unwrap());
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let callers: Vec<_> = (0..6)
+        .map(|_| {
+            let (chest, runs) = (Arc::clone(&chest), Arc::clone(&runs));
+            std::thread::spawn(move || {
+                chest
+                    .get_or_insert_with(7, || {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        vec![7; 100]
+                    })
+                    .unwrap()
+            })
+        })
+        .collect();
+    for c in callers {
+        assert_eq!(*c.join().unwrap(), vec![7; 100]);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "f ran once");
+    // A failing computation stores nothing and its error reaches the caller.
+    let err = chest
+        .get_or_try_insert_with(8, || Err(Failure::Compute))
+        .unwrap_err();
+    assert!(matches!(err, Failure::Compute));
+    assert!(!chest.contains_key(&8));
+    let v = chest.get_or_try_insert_with(8, || Ok::<_, Failure>(vec![8]));
+    assert_eq!(*v.unwrap(), vec![8]);
+}
+
+/// A caller's error type: its own failures, or the chest's.
+#[derive(Debug)]
+enum Failure {
+    Compute,
+    #[allow(dead_code)]
+    Chest(spillchest::Error),
+}
+
+impl From<spillchest::Error> for Failure {
+    fn from(e: spillchest::Error) -> Self {
+        Failure::Chest(e)
+    }
+}
