@@ -23,7 +23,7 @@ use std::fs::File;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -100,6 +100,11 @@ pub(crate) struct Core<K: Hash + Eq, V, C> {
     memory_bytes: AtomicU64,
     /// Bytes of evicted values queued or being written.
     in_flight: AtomicU64,
+    /// The last batch failed: spill synchronously until one succeeds.
+    failing: AtomicBool,
+    /// The queue holds an error for the next operation.
+    has_deferred: AtomicBool,
+    policy: Policy,
     versions: AtomicU64,
     budget: u64,
     allowance: u64,
@@ -178,6 +183,9 @@ where
             progress: Condvar::new(),
             memory_bytes: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            has_deferred: AtomicBool::new(false),
+            policy: options.policy,
             versions: AtomicU64::new(1),
             budget,
             allowance,
@@ -248,7 +256,13 @@ where
 
     /// Returns (and forgets) the error of a background write that failed since the last call.
     fn take_deferred(&self) -> Result<()> {
-        match self.queue.lock().deferred.take() {
+        // Every operation asks: an atomic answers the common case without the queue's lock.
+        if !self.has_deferred.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut queue = self.queue.lock();
+        self.has_deferred.store(false, Ordering::Release);
+        match queue.deferred.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -257,7 +271,7 @@ where
     /// True when spills must be waited for: synchronous spilling was asked for, or the last
     /// background write failed (so errors reach the operation that caused them).
     fn spills_synchronously(&self) -> bool {
-        !self.background || self.queue.lock().failing
+        !self.background || self.failing.load(Ordering::Acquire)
     }
 
     /// Queues `job` (callers hold the shard lock of its key, which orders each key's jobs).
@@ -306,19 +320,10 @@ where
     fn reserve(&self, weight: u64) -> Result<u64> {
         let mut last = 0;
         loop {
-            let held = self.memory_bytes.load(Ordering::Acquire);
-            if held + weight <= self.budget {
-                if self
-                    .memory_bytes
-                    .compare_exchange(held, held + weight, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return Ok(last);
-                }
-                continue;
+            if self.reserve_now(weight) {
+                return Ok(last);
             }
-            let slack = (self.budget / 16).min(8 << 20);
-            let (freed, id) = self.evict(held + weight - self.budget + slack);
+            let (freed, id) = self.evict(self.room_needed(weight));
             last = last.max(id);
             if !self.background {
                 // The victims were written (or failed) already: a failure ends this operation.
@@ -334,23 +339,22 @@ where
     /// Like [`reserve`](Self::reserve) but gives up instead of waiting.
     fn try_reserve(&self, weight: u64) -> bool {
         for _ in 0..4 {
-            let held = self.memory_bytes.load(Ordering::Acquire);
-            if held + weight <= self.budget {
-                if self
-                    .memory_bytes
-                    .compare_exchange(held, held + weight, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return true;
-                }
-                continue;
+            if self.reserve_now(weight) {
+                return true;
             }
-            let slack = (self.budget / 16).min(8 << 20);
-            if self.evict(held + weight - self.budget + slack).0 == 0 {
+            if self.evict(self.room_needed(weight)).0 == 0 {
                 return false;
             }
         }
         false
+    }
+
+    /// Bytes to evict so that `weight` more fit, going a slack below the budget (a sixteenth
+    /// of it, at most 8 MiB) so that the next operations need no eviction.
+    fn room_needed(&self, weight: u64) -> u64 {
+        let held = self.memory_bytes.load(Ordering::Acquire);
+        let slack = (self.budget / 16).min(8 << 20);
+        (held + weight + slack).saturating_sub(self.budget)
     }
 
     fn release(&self, weight: u64) {
@@ -438,8 +442,7 @@ where
     /// Under `Largest`, a value at least as heavy as every value that would have to leave for
     /// it goes straight to disk.
     fn largest_goes_to_disk(&self, weight: u64) -> bool {
-        let policy = self.shards[0].lock().policy();
-        if policy != Policy::Largest
+        if self.policy != Policy::Largest
             || self.memory_bytes.load(Ordering::Acquire) + weight <= self.budget
         {
             return false;
@@ -642,8 +645,9 @@ where
             };
             // Keep the value in memory when room can be made without waiting (and without
             // more writes while they fail).
-            let kept =
-                weight <= self.budget && !self.queue.lock().failing && self.try_reserve(weight);
+            let kept = weight <= self.budget
+                && !self.failing.load(Ordering::Acquire)
+                && self.try_reserve(weight);
             let mut shard = self.shards[home].lock();
             if !(kept && shard.promote(key, version, value.clone(), weight)) {
                 if kept {

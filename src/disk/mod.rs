@@ -688,12 +688,7 @@ impl DiskTier {
     /// Reads and verifies the value of `key` stored at `loc`, decompressing it.
     pub(crate) fn read_value(&self, key: &[u8], loc: &DiskLoc) -> Result<Payload> {
         let handle = match loc.place {
-            Place::Segment(p) => self
-                .segments
-                .handles()
-                .into_iter()
-                .find(|(id, _)| *id == p.segment)
-                .map(|(_, file)| file),
+            Place::Segment(p) => self.segments.handle(p.segment),
             Place::File => None,
         };
         self.reader().read(handle.as_deref(), key, loc)

@@ -522,6 +522,11 @@ impl SegmentStore {
         self.generation
     }
 
+    /// A shared handle of segment `id`'s file.
+    pub(crate) fn handle(&self, id: u32) -> Option<Arc<File>> {
+        self.segments.get(&id).map(|s| s.file.clone())
+    }
+
     /// A shared handle of every segment file, for reads without the store's owner.
     pub(crate) fn handles(&self) -> Vec<(u32, Arc<File>)> {
         let handles = self.segments.iter();

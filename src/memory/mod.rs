@@ -93,24 +93,9 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
 
     /// Sets `key`'s slot, returning the one it replaces.
     pub(crate) fn put(&mut self, key: K, slot: Slot<V>) -> Option<Slot<V>> {
+        let old = self.remove(&key);
         self.count(&key, &slot);
-        let old = self.slots.insert(key.clone(), slot);
-        if let Some(old) = &old {
-            // `count` admitted the new slot; undo only the old slot's bytes and disk count.
-            let (weight, current) = account(old);
-            if matches!(old.held, Held::Memory { .. }) {
-                self.memory_bytes -= weight;
-                if !matches!(self.slots[&key].held, Held::Memory { .. }) {
-                    self.order.remove(&key);
-                }
-            }
-            if current {
-                self.on_disk -= 1;
-            }
-            if matches!(old.held, Held::Writing { .. }) {
-                self.writing -= 1;
-            }
-        }
+        self.slots.insert(key, slot);
         old
     }
 
@@ -279,10 +264,6 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
     #[cfg(test)]
     pub(crate) fn memory_bytes(&self) -> u64 {
         self.memory_bytes
-    }
-
-    pub(crate) fn policy(&self) -> Policy {
-        self.order.policy()
     }
 }
 

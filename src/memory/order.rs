@@ -81,10 +81,6 @@ impl<K: Hash + Eq> EvictionOrder<K> {
     pub(crate) fn len(&self) -> usize {
         self.queue.len()
     }
-
-    pub(crate) fn policy(&self) -> Policy {
-        self.policy
-    }
 }
 
 #[cfg(test)]

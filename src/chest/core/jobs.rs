@@ -59,8 +59,6 @@ pub(crate) struct Queue<K, V> {
     pub(crate) done: u64,
     /// The first error since the last operation that reported one.
     pub(crate) deferred: Option<Error>,
-    /// The last batch failed: spill synchronously until one succeeds.
-    pub(crate) failing: bool,
     /// The writer thread should stop once the queue is empty.
     pub(crate) stop: bool,
 }
@@ -72,7 +70,6 @@ impl<K, V> Default for Queue<K, V> {
             enqueued: 0,
             done: 0,
             deferred: None,
-            failing: false,
             stop: false,
         }
     }
@@ -148,10 +145,11 @@ where
             let mut queue = self.queue.lock();
             queue.done += count;
             match result {
-                Ok(()) => queue.failing = false,
+                Ok(()) => self.failing.store(false, Ordering::Release),
                 Err(e) => {
-                    queue.failing = true;
+                    self.failing.store(true, Ordering::Release);
                     queue.deferred.get_or_insert(e);
+                    self.has_deferred.store(true, Ordering::Release);
                 }
             }
         }
@@ -194,10 +192,7 @@ where
                         let mut raw = std::mem::take(&mut engine.scratch);
                         let encoded = self.encode_into(&mut raw, &key_bytes, value);
                         let written = encoded.and_then(|()| {
-                            let previous = match latest.get(key) {
-                                Some(loc) => *loc,
-                                None => self.locs.read().map.get(key).copied(),
-                            };
+                            let previous = self.stored_before(&latest, key);
                             engine
                                 .disk
                                 .write_value(&key_bytes, &raw, self.compression, previous)
@@ -219,10 +214,7 @@ where
                         }
                     }
                     Job::Remove { key, .. } => {
-                        let previous = match latest.get(key) {
-                            Some(loc) => *loc,
-                            None => self.locs.read().map.get(key).copied(),
-                        };
+                        let previous = self.stored_before(&latest, key);
                         if let Some(previous) = previous {
                             let key_bytes = self.encode_key(key)?;
                             engine.disk.remove_value(&key_bytes, previous)?;
@@ -268,8 +260,7 @@ where
                 bump(&self.counters.spills, 1);
                 bump(&self.counters.spill_bytes, loc.raw_len);
             }
-            let written = matches!(outcomes[i], Outcome::Written);
-            self.finish_put(key, *version, *weight, *evicted, written, outcomes[i]);
+            self.finish_put(key, *version, *weight, *evicted, outcomes[i]);
         }
         self.compact_quietly(engine);
         match first_error {
@@ -278,20 +269,21 @@ where
         }
     }
 
+    /// `key`'s stored copy as the batch so far leaves it.
+    fn stored_before(&self, latest: &HashMap<&K, Option<DiskLoc>>, key: &K) -> Option<DiskLoc> {
+        match latest.get(key) {
+            Some(loc) => *loc,
+            None => self.locs.read().map.get(key).copied(),
+        }
+    }
+
     /// Tells `key`'s slot how the write of its `version` ended.
-    fn finish_put(
-        &self,
-        key: &K,
-        version: u64,
-        weight: u64,
-        evicted: bool,
-        written: bool,
-        outcome: Outcome,
-    ) {
+    fn finish_put(&self, key: &K, version: u64, weight: u64, evicted: bool, outcome: Outcome) {
+        let written = matches!(outcome, Outcome::Written);
         let mut shard = self.shards[self.shard_of(key)].lock();
         if evicted {
             // A failed (not a skipped) write puts the value back in memory.
-            let ok = written || matches!(outcome, Outcome::Skipped);
+            let ok = !matches!(outcome, Outcome::Failed);
             let back = shard.write_done(key, version, ok);
             drop(shard);
             if back > 0 {
@@ -322,7 +314,7 @@ where
                     ..
                 } => {
                     undone = true;
-                    self.finish_put(key, *version, *weight, *evicted, false, Outcome::Failed);
+                    self.finish_put(key, *version, *weight, *evicted, Outcome::Failed);
                 }
                 Job::Remove { key, restore } => {
                     let stored = self.locs.read().map.get(key).copied();
