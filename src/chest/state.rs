@@ -12,6 +12,7 @@
 
 #[cfg(feature = "ndarray")]
 mod arrays;
+mod follow;
 
 use std::hash::Hash;
 use std::sync::{Arc, Weak};
@@ -362,6 +363,10 @@ where
     }
 
     pub(crate) fn get(&mut self, key: &K) -> Result<Option<Arc<V>>> {
+        if self.disk.mode() == DiskMode::ReadOnly && !self.memory.contains(key) {
+            // A read-only chest looks for a key the writer may have stored since.
+            self.refresh()?;
+        }
         let Some(entry) = self.memory.entry(key) else {
             return Ok(None);
         };
@@ -385,7 +390,11 @@ where
                 }
             }
         };
-        let value = Arc::new(self.load(key, &loc)?);
+        // Read-only, the writer may have moved the value since the last refresh.
+        let Some((value, loc)) = self.load_following(key, loc)? else {
+            return Ok(None);
+        };
+        let value = Arc::new(value);
         let weight = match &self.weigher {
             Some(weigher) => weigher(&value),
             None => loc.raw_len,

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::disk::io::{self, Cursor};
@@ -208,10 +208,21 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
 #[derive(Debug)]
 struct Segment {
     file: File,
+    /// Device and inode of `file`: a reader tells by them that the name now belongs to
+    /// another file (the writer deleted the segment and a new one took its number).
+    identity: (u64, u64),
     /// Bytes in the file, including what is still staged for the active segment.
     len: u64,
     /// Bytes of records that are some key's current value.
     live_bytes: u64,
+}
+
+/// Device and inode of an open file.
+fn identity_of(file: &File, path: &Path) -> Result<(u64, u64)> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(path, "stat segment", e))?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// Where a record is.
@@ -240,6 +251,8 @@ pub(crate) struct SegmentStore {
 
 impl SegmentStore {
     /// Opens the segments found in `dir` (ids and lengths as listed), none of them active.
+    /// Read-only, a segment deleted since it was listed is left out (a writer compacted it
+    /// away after recording where its records went).
     pub(crate) fn open(
         dir: &Path,
         found: &[(u32, u64)],
@@ -249,14 +262,15 @@ impl SegmentStore {
         let mut segments = BTreeMap::new();
         for &(id, len) in found {
             let path = dir.join(file_name(id));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(writable)
-                .open(&path)
-                .map_err(|e| Error::io(&path, "open segment", e))?;
+            let file = match OpenOptions::new().read(true).write(writable).open(&path) {
+                Ok(file) => file,
+                Err(e) if !writable && e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, "open segment", e)),
+            };
             segments.insert(
                 id,
                 Segment {
+                    identity: identity_of(&file, &path)?,
                     file,
                     len,
                     live_bytes: 0,
@@ -317,6 +331,7 @@ impl SegmentStore {
         self.segments.insert(
             id,
             Segment {
+                identity: identity_of(&file, &path)?,
                 file,
                 len: 0,
                 live_bytes: 0,
@@ -549,6 +564,55 @@ impl SegmentStore {
         self.active = Some(id);
         self.written_len = valid_end;
         Ok(())
+    }
+
+    /// True when segment `id` is open.
+    pub(crate) fn has(&self, id: u32) -> bool {
+        self.segments.contains_key(&id)
+    }
+
+    /// True when the open segment `id` is still the file its name gives (not deleted, not
+    /// replaced by a new segment of the same number).
+    pub(crate) fn is_same_file(&self, id: u32) -> bool {
+        let Some(segment) = self.segments.get(&id) else {
+            return false;
+        };
+        std::fs::metadata(self.path_of(id))
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == segment.identity)
+    }
+
+    /// Read-only: a record the writer wrote ends at `end` in segment `id`. Opens the segment
+    /// if this store does not have it or has another file of that number (one that was
+    /// deleted), and extends its known length to `end`. A segment already deleted again is
+    /// left out: reads of its records find them moved.
+    pub(crate) fn follow(&mut self, id: u32, end: u64) -> Result<()> {
+        if !self.is_same_file(id) {
+            self.segments.remove(&id);
+            let path = self.path_of(id);
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io(&path, "open segment", e)),
+            };
+            let segment = Segment {
+                identity: identity_of(&file, &path)?,
+                file,
+                len: 0,
+                live_bytes: 0,
+            };
+            self.segments.insert(id, segment);
+        }
+        if let Some(segment) = self.segments.get_mut(&id) {
+            segment.len = segment.len.max(end);
+        }
+        Ok(())
+    }
+
+    /// Read-only: closes the segments not in `listed` (ids and lengths of the files present),
+    /// which the writer deleted.
+    pub(crate) fn forget_missing(&mut self, listed: &[(u32, u64)]) {
+        self.segments
+            .retain(|id, _| listed.binary_search_by_key(id, |(l, _)| *l).is_ok());
     }
 
     /// Bytes of all segment files.
