@@ -78,11 +78,13 @@ fn damage_of(report: &OpenReport) -> Vec<Damage> {
         .collect()
 }
 
-/// Checks every value and record of the closed chest at `path`, whatever its types, holding
-/// a shared lock. It reads, and changes nothing.
+/// Checks every value and record of the chest at `path`, whatever its types. It reads, and
+/// changes nothing; it takes no lock, so it also runs beside a process writing the chest (it
+/// then checks the chest as its open found it: values the writer moved or removed during the
+/// check are skipped, not reported).
 ///
 /// # Errors
-/// [`Error::Locked`] while a writer has the chest open; [`Error::NotAChest`],
+/// [`Error::NotAChest`],
 /// [`Error::UnsupportedFormat`], [`Error::Corrupt`] (damaged metadata), [`Error::Io`].
 pub fn verify_path(path: impl AsRef<Path>) -> Result<VerifyReport> {
     let (disk, found, open_report) = DiskTier::open(
@@ -107,7 +109,8 @@ pub fn verify_path(path: impl AsRef<Path>) -> Result<VerifyReport> {
 /// its removal is not kept by compaction.
 ///
 /// # Errors
-/// As [`verify_path`], with [`Error::Locked`] while any handle has the chest open.
+/// As [`verify_path`], and [`Error::Locked`] while a writer has the chest open. Read-only
+/// handles open beside it reload the rebuilt index when they next refresh.
 pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
     crate::disk::check_is_chest(path.as_ref())?;
     let (mut disk, found, open_report) = DiskTier::open(

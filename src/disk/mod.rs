@@ -38,7 +38,7 @@ use index_log::{IndexLog, Record};
 pub(crate) use inspect::check_is_chest;
 pub use layout::KeyDigest;
 use layout::Layout;
-use lock::{LockFile, LockMode};
+use lock::LockFile;
 pub(crate) use meta::Meta;
 pub(crate) use pending::PendingValue;
 pub(crate) use recover::{OpenReport, Recovered};
@@ -160,7 +160,7 @@ pub(crate) struct DiskTier {
     layout: Layout,
     mode: DiskMode,
     options: DiskOptions,
-    /// The lock: exclusive for a writer, shared for a read-only tier.
+    /// The writer's exclusive lock; read-only tiers take none.
     lock: Option<LockFile>,
     index: Option<IndexLog>,
     /// Read-only tiers: the index file replayed, followed by [`refresh`](Self::refresh).
@@ -229,12 +229,12 @@ impl DiskTier {
                 path: root.to_path_buf(),
             });
         }
-        let lock_mode = if writable {
-            LockMode::Exclusive
+        // Only a writer locks: readers follow what it appends to the index instead.
+        let lock = if writable {
+            Some(LockFile::acquire(&layout.lock(), lock_wait)?)
         } else {
-            LockMode::Shared
+            None
         };
-        let lock = LockFile::acquire(&layout.lock(), lock_mode, lock_wait, writable)?;
         match meta {
             MetaCheck::Expect(expected) => {
                 check_or_create_meta(&layout, expected, writable, mode == DiskMode::Persistent)?;
@@ -249,7 +249,7 @@ impl DiskTier {
             layout,
             mode,
             options,
-            lock: Some(lock),
+            lock,
             index: None,
             follower: None,
             segments,
