@@ -385,6 +385,12 @@ impl DiskTier {
         self.layout.root()
     }
 
+    /// The path of `key`'s value file (whether or not it exists).
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    pub(crate) fn value_file_path(&self, key: &[u8]) -> PathBuf {
+        self.layout.value_file(KeyDigest::of(key))
+    }
+
     /// The file a stored value lives in, for error messages.
     pub(crate) fn path_of(&self, key: &[u8], loc: &DiskLoc) -> PathBuf {
         match loc.place {

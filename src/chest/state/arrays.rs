@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::State;
 use crate::codec::Codec;
-use crate::disk::{MappedValue, PendingValue, Place};
+use crate::disk::{DiskMode, MappedValue, PendingValue, Place};
 use crate::error::{Error, Result};
 use crate::memory::{DiskCopy, Entry, Held};
 
@@ -49,7 +49,36 @@ where
     }
 
     /// Maps `key`'s array file, checking its header and key; `None` when the key is absent.
+    /// A read-only chest refreshes on a miss, and again when the file its entry names is gone
+    /// (the writer removed or replaced the entry since): if the entry still names it then, the
+    /// key is being removed and is treated as absent.
     pub(crate) fn map_array(&mut self, key: &K) -> Result<Option<MappedValue>> {
+        if self.disk.mode() != DiskMode::ReadOnly {
+            return self.map_array_once(key);
+        }
+        if !self.memory.contains(key) {
+            self.refresh()?;
+        }
+        let named = |state: &Self| state.memory.entry(key).and_then(|e| e.disk).map(|d| d.loc);
+        let before = named(self);
+        match self.map_array_once(key) {
+            Err(e @ Error::Corrupt { .. }) if before.is_some_and(|l| l.place == Place::File) => {
+                let key_bytes = self.encode_key(key)?;
+                if self.disk.value_file_path(&key_bytes).exists() {
+                    return Err(e);
+                }
+                self.refresh()?;
+                if named(self) == before {
+                    self.memory.remove(key);
+                    return Ok(None);
+                }
+                self.map_array_once(key)
+            }
+            mapped => mapped,
+        }
+    }
+
+    fn map_array_once(&mut self, key: &K) -> Result<Option<MappedValue>> {
         let Some(entry) = self.memory.entry(key) else {
             return Ok(None);
         };
