@@ -35,7 +35,7 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
-    /// Another handle holds the chest's lock file at `path` in a conflicting mode.
+    /// Another writer holds the chest's lock file at `path` (read-only handles take no lock).
     Locked {
         /// The lock file.
         path: PathBuf,
@@ -150,7 +150,7 @@ impl fmt::Display for Error {
             }
             Error::Locked { path } => write!(
                 f,
-                "chest is locked by another handle (lock file {})",
+                "chest is locked by another writer (lock file {})",
                 path.display()
             ),
             Error::TypeMismatch {

@@ -134,11 +134,12 @@ impl fmt::Debug for ChestInfo {
 
 impl ChestInfo {
     /// Opens the chest at `path` read-only, replaying its index and reconciling it with the
-    /// files in memory (as a read-only handle does).
+    /// files in memory (as a read-only handle does). It takes no lock, so it also opens a chest
+    /// a process is writing: it then shows the chest as the writer had put it on disk (values
+    /// spilled or flushed) when the index was read.
     ///
     /// # Errors
-    /// [`Error::Locked`](crate::Error::Locked) naming the lock file while a writer has the chest
-    /// open; [`Error::NotAChest`](crate::Error::NotAChest) when `path` is not a chest's directory
+    /// [`Error::NotAChest`](crate::Error::NotAChest) when `path` is not a chest's directory
     /// (or does not exist); [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat);
     /// [`Error::Corrupt`](crate::Error::Corrupt) for damaged metadata;
     /// [`Error::Io`](crate::Error::Io).
@@ -270,10 +271,10 @@ impl ChestInfo {
         report
     }
 
-    /// Releases the shared lock.
+    /// Closes the chest (a read-only open holds no lock; this is kept for symmetry).
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) when the operating system reports an error unlocking.
+    /// None today; [`Error::Io`](crate::Error::Io) is reserved for errors closing files.
     pub fn close(mut self) -> Result<()> {
         self.disk.release()
     }
@@ -309,8 +310,10 @@ pub struct CompactReport {
 /// copies synced before the old file is deleted; then the index is rewritten with one record
 /// per entry. A crash at any point leaves every entry readable.
 ///
+/// Read-only handles may stay open meanwhile: they follow the moves and read the new index.
+///
 /// # Errors
-/// [`Error::Locked`](crate::Error::Locked) while any handle has the chest open;
+/// [`Error::Locked`](crate::Error::Locked) while a writer has the chest open;
 /// [`Error::NotAChest`](crate::Error::NotAChest) (nothing is created);
 /// [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat);
 /// [`Error::Corrupt`](crate::Error::Corrupt) naming the segment when a record to copy is damaged

@@ -61,8 +61,11 @@
 //! - **Nothing is silently corrupted.** Every byte read from disk is checked (lengths,
 //!   checksums, the key). Bad bytes give [`Error::Corrupt`] naming the file, never a wrong value
 //!   or a panic. A torn write from a crash is detected and discarded on reopen.
-//! - **Two processes never corrupt one chest.** A lock file arbitrates: a second writer gets
-//!   [`Error::Locked`] (or waits, see [`ChestBuilder::wait_for_lock`]).
+//! - **One writer, any number of readers.** A lock file admits one writer: a second writer
+//!   gets [`Error::Locked`] (or waits, see [`ChestBuilder::wait_for_lock`]). Read-only chests
+//!   ([`ChestBuilder::read_only`]) take no lock; in any process they open beside the writer and
+//!   see what it has spilled or flushed as of their last [`Chest::refresh`], never a torn state,
+//!   reading correct bytes while it compacts, overwrites and removes files.
 //! - **Bad input changes nothing.** A value or key that fails to encode, a full disk, a chest
 //!   opened with the wrong types: each is an error, and every entry stored before is intact.
 //!
@@ -147,7 +150,9 @@
 //!      ├─ Codec (Bincode)    codec.rs          values and keys to bytes; Compression (lz4)
 //!      └─ DiskTier           disk/mod.rs       bytes only: keys are encoded bytes, values are
 //!           │                                  payloads; open = replay index + scan + reconcile
-//!           ├─ LockFile      disk/lock.rs      std File::try_lock / lock_shared on `lock`
+//!           ├─ LockFile      disk/lock.rs      std File::try_lock on `lock` (the writer only)
+//!           ├─ Follower      disk/follow.rs    read-only: reads what the writer appended to
+//!           │                                  `.keys` since the last refresh
 //!           ├─ Meta          disk/meta.rs      `meta`: format version, codec, type names
 //!           ├─ IndexLog      disk/index_log.rs `.keys`: append-only checksummed records
 //!           ├─ value files   disk/value_file.rs `values/xx/<digest>.val`: header, key, payload

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::disk::{
-    DiskLoc, DiskMode, DiskOptions, DiskTier, KeyDigest, MetaCheck, OpenReport, Place,
+    DiskLoc, DiskMode, DiskOptions, DiskTier, Fetched, KeyDigest, MetaCheck, OpenReport, Place,
 };
 use crate::error::{Error, Result};
 
@@ -78,11 +78,13 @@ fn damage_of(report: &OpenReport) -> Vec<Damage> {
         .collect()
 }
 
-/// Checks every value and record of the closed chest at `path`, whatever its types, holding
-/// a shared lock. It reads, and changes nothing.
+/// Checks every value and record of the chest at `path`, whatever its types. It reads, and
+/// changes nothing; it takes no lock, so it also runs beside a process writing the chest (it
+/// then checks the chest as its open found it: values the writer moved or removed during the
+/// check are skipped, not reported).
 ///
 /// # Errors
-/// [`Error::Locked`] while a writer has the chest open; [`Error::NotAChest`],
+/// [`Error::NotAChest`],
 /// [`Error::UnsupportedFormat`], [`Error::Corrupt`] (damaged metadata), [`Error::Io`].
 pub fn verify_path(path: impl AsRef<Path>) -> Result<VerifyReport> {
     let (disk, found, open_report) = DiskTier::open(
@@ -107,7 +109,8 @@ pub fn verify_path(path: impl AsRef<Path>) -> Result<VerifyReport> {
 /// its removal is not kept by compaction.
 ///
 /// # Errors
-/// As [`verify_path`], with [`Error::Locked`] while any handle has the chest open.
+/// As [`verify_path`], and [`Error::Locked`] while a writer has the chest open. Read-only
+/// handles open beside it reload the rebuilt index when they next refresh.
 pub fn repair(path: impl AsRef<Path>) -> Result<RepairReport> {
     crate::disk::check_is_chest(path.as_ref())?;
     let (mut disk, found, open_report) = DiskTier::open(
@@ -143,8 +146,13 @@ impl DiskTier {
             if loc.place == Place::File {
                 report.files_checked += 1;
             }
-            match self.read_value(key, loc) {
-                Ok(payload) => report.bytes_checked += payload.raw().len() as u64,
+            match self.fetch_value(key, loc) {
+                Ok(Fetched::Value(payload, _)) => {
+                    report.bytes_checked += payload.raw().len() as u64
+                }
+                // Read-only beside a writer: the writer moved or removed it since the open;
+                // where it is now is checked by the next verify.
+                Ok(Fetched::Moved(_) | Fetched::Gone(_)) => {}
                 Err(e) => report.damaged.push(Damage {
                     path: match &e {
                         Error::Corrupt { path, .. } | Error::Io { path, .. } => path.clone(),

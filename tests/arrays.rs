@@ -486,6 +486,31 @@ fn read_only_handles_map_arrays_and_refuse_writes() {
 }
 
 #[test]
+fn a_reader_beside_a_writer_maps_new_arrays_and_sees_removed_ones_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.chest");
+    let writer = persistent(&path);
+    let a = sample(Ix1(10), |i| i as i32);
+    writer.insert_array("a".into(), &a).unwrap();
+    let ro: Store = Chest::builder().path(&path).read_only().open().unwrap();
+    let view = ro.get_array::<i32, Ix1>(&"a".into()).unwrap().unwrap();
+    // An array stored after the reader opened: a miss refreshes.
+    let b = sample(Ix1(5), |i| -(i as i64));
+    writer.insert_array("b".into(), &b).unwrap();
+    let got = ro.get_array::<i64, Ix1>(&"b".into()).unwrap().unwrap();
+    assert_eq!(got.view(), b);
+    // Removed by the writer (on disk once its queued removal is done: the flush waits for
+    // it): gone for the reader too, without a refresh; its view lives on.
+    assert!(writer.remove(&"a".into()).unwrap());
+    writer.flush().unwrap();
+    assert!(ro.contains_key(&"a".into()));
+    assert!(ro.get_array::<i32, Ix1>(&"a".into()).unwrap().is_none());
+    assert!(!ro.contains_key(&"a".into()));
+    assert_eq!(view.view(), a);
+    writer.close().unwrap();
+}
+
+#[test]
 fn arrays_replace_values_without_touching_callers_arcs_or_the_budget() {
     let chest: Store = Chest::builder()
         .budget(1 << 20)

@@ -115,15 +115,17 @@ impl<K, V, C> ChestBuilder<K, V, C> {
         self
     }
 
-    /// Opens an existing chest for reading only, sharing the lock with other readers. Writes
-    /// give [`Error::ReadOnly`].
+    /// Opens an existing chest for reading only. Writes give [`Error::ReadOnly`]. A read-only
+    /// chest takes no lock: any number of them open beside each other and beside one writer
+    /// (in this process or another), and follow what the writer stores with
+    /// [`Chest::refresh`].
     pub fn read_only(mut self) -> Self {
         self.read_only = true;
         self
     }
 
-    /// Waits up to `wait` for another handle to release the lock, instead of failing at once
-    /// with [`Error::Locked`].
+    /// Waits up to `wait` for another writer to release the lock, instead of failing at once
+    /// with [`Error::Locked`]. Read-only chests take no lock and never wait.
     pub fn wait_for_lock(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
         self
@@ -199,7 +201,7 @@ where
     /// Opens the chest.
     ///
     /// # Errors
-    /// [`Error::Locked`] when another handle holds the lock; [`Error::TypeMismatch`] when the
+    /// [`Error::Locked`] when another writer holds the lock (never for a read-only chest); [`Error::TypeMismatch`] when the
     /// chest holds other types or another codec; [`Error::UnsupportedFormat`],
     /// [`Error::NotAChest`], [`Error::Corrupt`] for directories it cannot use;
     /// [`Error::Io`] for the file system's errors; [`Error::InvalidConfig`] for a read-only

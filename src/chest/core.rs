@@ -16,6 +16,7 @@
 
 #[cfg(feature = "ndarray")]
 mod arrays;
+mod follow;
 mod jobs;
 
 use std::collections::HashMap;
@@ -31,7 +32,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{Codec, Compression};
-use crate::disk::{DiskLoc, DiskMode, DiskTier, KeyDigest, OpenReport, Place, Reader, Recovered};
+use crate::disk::{
+    DiskLoc, DiskMode, DiskTier, Fetched, KeyDigest, OpenReport, Payload, Place, Reader, Recovered,
+};
 use crate::error::{Error, Result};
 use crate::memo::once::{Claim, InFlight};
 use crate::memory::{Held, MemoryTier, Policy, Slot, Stored, Victim};
@@ -570,9 +573,8 @@ where
         Some((loc, file))
     }
 
-    /// Reads and decodes the value stored at `loc`.
-    fn load(&self, key_bytes: &[u8], loc: &DiskLoc, file: Option<&File>) -> Result<V> {
-        let payload = self.reader.read(file, key_bytes, loc)?;
+    /// Decodes a value read from disk.
+    fn decode_payload(&self, payload: &Payload) -> Result<V> {
         let value: V = self
             .codec
             .decode(payload.raw())
@@ -585,21 +587,46 @@ where
         Ok(value)
     }
 
-    /// Reads `key`'s stored value from disk, retrying when the stored copy moved meanwhile.
-    /// `None` when the key has no stored copy (it was removed meanwhile).
+    /// Reads `key`'s stored value from disk, retrying when the stored copy moved meanwhile
+    /// (compaction, an overwrite; in a read-only chest, anything the followed writer did since
+    /// the last refresh). `None` when the key has no stored copy (it was removed meanwhile).
+    /// Returns the value with the write it was read from.
     fn load_current(&self, key: &K, key_bytes: &[u8]) -> Result<Option<(V, DiskLoc)>> {
+        let Some((mut loc, mut file)) = self.locate(key) else {
+            return Ok(None);
+        };
         for attempt in 1..=READ_ATTEMPTS {
-            let Some((loc, file)) = self.locate(key) else {
-                return Ok(None);
-            };
-            match self.load(key_bytes, &loc, file.as_deref()) {
-                Ok(value) => return Ok(Some((value, loc))),
-                Err(e) => {
-                    let moved = self.locate(key).map(|(l, _)| l) != Some(loc);
-                    if !moved || attempt == READ_ATTEMPTS {
-                        return Err(e);
+            let last = attempt == READ_ATTEMPTS;
+            let (gone, e) = match self.reader.fetch(file.as_deref(), key_bytes, &loc) {
+                Ok(Fetched::Value(payload, read)) => {
+                    let value = self.decode_payload(&payload)?;
+                    if read != loc {
+                        self.saw_newer(key, loc, read);
                     }
+                    return Ok(Some((value, read)));
                 }
+                // Only a read-only chest tells these apart from damage.
+                Ok(Fetched::Moved(e)) => (false, e),
+                Ok(Fetched::Gone(e)) => (true, e),
+                // The copy moved meanwhile (this chest's writer): read it again.
+                Err(e) => match self.locate(key) {
+                    None if !last => return Ok(None),
+                    Some(found) if found.0 != loc && !last => {
+                        (loc, file) = found;
+                        continue;
+                    }
+                    _ => return Err(e),
+                },
+            };
+            if last {
+                return Err(e);
+            }
+            if !self.after_move(key, loc, gone, e)? {
+                return Ok(None);
+            }
+            match self.locate(key) {
+                Some(found) => (loc, file) = found,
+                None => return Ok(None),
             }
         }
         Ok(None)
@@ -607,6 +634,10 @@ where
 
     pub(crate) fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
         let home = self.shard_of(key);
+        if self.mode == DiskMode::ReadOnly && !self.shards[home].lock().contains(key) {
+            // A read-only chest looks for a key the writer may have stored since.
+            self.refresh()?;
+        }
         for _ in 0..READ_ATTEMPTS {
             let version = {
                 let mut shard = self.shards[home].lock();

@@ -119,6 +119,11 @@ where
 
     /// The value of `key`, from memory or read back from disk.
     ///
+    /// In a read-only chest a key it does not have triggers a [`refresh`](Chest::refresh)
+    /// first (every miss does: a `stat` of the index and a read of what was appended to it, so
+    /// looking up absent keys in a loop costs a few system calls each), and a value the writer
+    /// moved or removed since the last refresh is looked up again where it is now.
+    ///
     /// # Errors
     /// [`Error::Corrupt`](crate::Error::Corrupt) naming the file when its bytes fail a check;
     /// [`Error::Decode`](crate::Error::Decode); [`Error::Io`](crate::Error::Io);
@@ -128,7 +133,8 @@ where
         self.core.get(key)
     }
 
-    /// True when the chest has `key`. Reads nothing from disk.
+    /// True when the chest has `key`. Reads nothing from disk; a read-only chest answers as of
+    /// its last [`refresh`](Chest::refresh).
     pub fn contains_key(&self, key: &K) -> bool {
         self.core.contains_key(key)
     }
@@ -183,7 +189,7 @@ where
         self.core.get_or_try_insert_with(key, f)
     }
 
-    /// Number of entries.
+    /// Number of entries (a read-only chest: as of its last [`refresh`](Chest::refresh)).
     pub fn len(&self) -> usize {
         self.core.len()
     }
@@ -193,7 +199,8 @@ where
         self.len() == 0
     }
 
-    /// Every key, in no particular order.
+    /// Every key, in no particular order (a read-only chest: as of its last
+    /// [`refresh`](Chest::refresh)).
     pub fn keys(&self) -> Vec<K> {
         self.core.keys()
     }
@@ -208,6 +215,34 @@ where
     /// [`Error::Io`](crate::Error::Io); entries are then as durable as before the call.
     pub fn flush(&self) -> Result<()> {
         self.core.flush()
+    }
+
+    /// Read-only chests: catches up with the process writing the chest. Reads only what the
+    /// writer appended to the index since the open or the last refresh (or everything, when
+    /// the writer rewrote the index), and applies it: keys it stored, overwrote or removed.
+    ///
+    /// A read-only chest sees the chest as of its last refresh (or its open), never a torn
+    /// state: an index record is applied only when it is whole and passes its checksum, and
+    /// the writer appends a record only after the bytes it names are in their file. A value
+    /// the writer moved or removed since is read where it is now (see
+    /// [`get`](Chest::get)). `get` of a key the chest does not have refreshes by itself;
+    /// call `refresh` before [`contains_key`](Chest::contains_key), [`len`](Chest::len) or
+    /// [`keys`](Chest::keys) to see the writer's latest state.
+    ///
+    /// What a reader can see is what the writer has put on disk: values it spilled or
+    /// flushed. A value the writer holds only in memory is not visible until the writer
+    /// spills it or calls [`flush`](Chest::flush).
+    ///
+    /// On a writable or temporary chest there is nothing to follow: `refresh` does nothing and
+    /// returns `Ok`.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) when the index or a segment cannot be read;
+    /// [`Error::Decode`](crate::Error::Decode) when a key in the index does not decode;
+    /// [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) when the writer replaced
+    /// the index with a format this build cannot read.
+    pub fn refresh(&self) -> Result<()> {
+        self.core.refresh()
     }
 
     /// Flushes and releases the lock, reporting errors that dropping the chest would swallow.

@@ -30,7 +30,7 @@ pub(crate) const VERSION: u16 = 1;
 /// Length of the file header.
 pub(crate) const HEADER_LEN: usize = 16;
 /// Length of a record's frame (body length and checksum).
-const FRAME_LEN: usize = 12;
+pub(crate) const FRAME_LEN: usize = 12;
 
 const TAG_PUT: u8 = 1;
 const TAG_REMOVE: u8 = 2;
@@ -124,6 +124,35 @@ fn parse_body(body: &[u8]) -> Option<Record<'_>> {
     (c.remaining() == 0).then_some(record)
 }
 
+/// One record read from the start of some bytes of an index.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Framed<'a> {
+    /// A whole record that passed its checksum and parsed, and its length with its frame.
+    Record(Record<'a>, usize),
+    /// The bytes end inside the record (a write still under way, or a torn tail): why.
+    Incomplete(&'static str),
+    /// A whole record that fails its checksum or does not parse: why.
+    Invalid(&'static str),
+}
+
+/// Reads the framed record at the start of `bytes`. Never fails: see [`Framed`].
+pub(crate) fn read_framed(bytes: &[u8]) -> Framed<'_> {
+    let mut c = Cursor::new(bytes);
+    let (Some(len), Some(sum)) = (c.u32(), c.u64()) else {
+        return Framed::Incomplete("incomplete record frame");
+    };
+    let Some(body) = c.take(len as usize) else {
+        return Framed::Incomplete("record runs past the end");
+    };
+    if checksum(body) != sum {
+        return Framed::Invalid("record fails its checksum");
+    }
+    match parse_body(body) {
+        Some(record) => Framed::Record(record, c.pos()),
+        None => Framed::Invalid("record is malformed"),
+    }
+}
+
 /// Where some bytes (a key) are within a larger buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KeyAt {
@@ -179,6 +208,8 @@ pub(crate) struct Replay {
     pub(crate) last_commit_ms: Option<u64>,
     /// The highest sequence number of any Put.
     pub(crate) max_seq: u64,
+    /// Where the last record applied starts (a follower checks it is still there).
+    pub(crate) last_record_at: Option<u64>,
 }
 
 impl Replay {
@@ -215,24 +246,15 @@ pub(crate) fn replay(bytes: &[u8]) -> Replay {
     // Sized up front from the smallest record (about 50 bytes): growing a table of a million
     // entries step by step is most of the cost of a replay.
     out.entries.reserve(bytes.len() / 50);
-    let mut c = Cursor::new(&bytes[HEADER_LEN..]);
-    while c.remaining() > 0 {
-        let at = HEADER_LEN + c.pos();
-        let (Some(len), Some(sum)) = (c.u32(), c.u64()) else {
-            out.torn_tail = Some(format!("incomplete record frame at byte {at}"));
-            break;
-        };
-        let Some(body) = c.take(len as usize) else {
-            out.torn_tail = Some(format!("record at byte {at} runs past the end"));
-            break;
-        };
-        if checksum(body) != sum {
-            out.torn_tail = Some(format!("record at byte {at} fails its checksum"));
-            break;
-        }
-        let Some(record) = parse_body(body) else {
-            out.torn_tail = Some(format!("record at byte {at} is malformed"));
-            break;
+    let mut pos = HEADER_LEN;
+    while pos < bytes.len() {
+        let at = pos;
+        let (record, len) = match read_framed(&bytes[at..]) {
+            Framed::Record(record, len) => (record, len),
+            Framed::Incomplete(why) | Framed::Invalid(why) => {
+                out.torn_tail = Some(format!("{} at byte {at}", why));
+                break;
+            }
         };
         match record {
             Record::Put { key, loc } => {
@@ -267,7 +289,9 @@ pub(crate) fn replay(bytes: &[u8]) -> Replay {
             }
         }
         out.records += 1;
-        out.valid_len = (HEADER_LEN + c.pos()) as u64;
+        pos += len;
+        out.valid_len = pos as u64;
+        out.last_record_at = Some(at as u64);
     }
     out
 }

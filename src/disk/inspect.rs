@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::disk::{DiskLoc, DiskTier, Meta, Place, file_bytes, layout::Layout, read_meta, segment};
+use crate::disk::{
+    DiskLoc, DiskMode, DiskTier, Meta, Place, file_bytes, layout::Layout, read_meta, segment,
+};
 use crate::error::{Error, Result};
 
 /// Refuses, without creating anything, a path that is not the directory of an existing chest
@@ -68,18 +70,34 @@ impl DiskTier {
     }
 
     /// Walks segment `id` record by record: its path, and its length or why the walk stopped
-    /// early.
+    /// early. Read-only beside a writer, a segment deleted since the open counts as walked
+    /// (nothing read), and a walk that stops early in a segment that grew meanwhile (a write
+    /// under way at its end) is walked again, a few times at most.
     pub(crate) fn walk_segment(&self, id: u32) -> (PathBuf, Result<u64, String>) {
         let path = self.segments.path_of(id);
-        let outcome = match std::fs::read(&path) {
-            Ok(bytes) => match crate::format::check_segment(&bytes) {
+        let following = self.mode == DiskMode::ReadOnly;
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if following && e.kind() == std::io::ErrorKind::NotFound => break Ok(0),
+                Err(e) => break Err(e.to_string()),
+            };
+            match crate::format::check_segment(&bytes) {
                 Ok(summary) => match summary.stopped {
-                    None => Ok(bytes.len() as u64),
-                    Some((at, why)) => Err(format!("records from offset {at} unreadable: {why}")),
+                    None => break Ok(bytes.len() as u64),
+                    Some(_)
+                        if following
+                            && attempts < 3
+                            && std::fs::metadata(&path)
+                                .is_ok_and(|m| m.len() > bytes.len() as u64) => {}
+                    Some((at, why)) => {
+                        break Err(format!("records from offset {at} unreadable: {why}"));
+                    }
                 },
-                Err(why) => Err(why),
-            },
-            Err(e) => Err(e.to_string()),
+                Err(why) => break Err(why),
+            }
         };
         (path, outcome)
     }

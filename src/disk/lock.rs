@@ -1,6 +1,8 @@
-//! The chest's lock file, locked with the standard library's `File::try_lock` and
-//! `File::try_lock_shared` (stable since Rust 1.89; they shadow the old `fs2` trait methods of
-//! the same names, which this crate does not use). The lock is released when the file closes.
+//! The chest's lock file, locked exclusively by the one writer with the standard library's
+//! `File::try_lock` (stable since Rust 1.89; it shadows the old `fs2` trait method of the same
+//! name, which this crate does not use). Read-only handles take no lock: they follow what the
+//! writer appends to the index (`follow.rs`), so readers and the writer never wait for each
+//! other. The lock is released when the file closes.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -8,16 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// How a handle holds the lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LockMode {
-    /// One writer, no other handle.
-    Exclusive,
-    /// Any number of read-only handles, no writer.
-    Shared,
-}
-
-/// A held lock on a chest's lock file.
+/// The writer's lock on a chest's lock file.
 #[derive(Debug)]
 pub(crate) struct LockFile {
     path: PathBuf,
@@ -25,29 +18,20 @@ pub(crate) struct LockFile {
 }
 
 impl LockFile {
-    /// Locks `path` (creating it when `create`), waiting up to `wait` for a conflicting holder
-    /// to let go. Gives [`Error::Locked`] when the wait runs out.
-    pub(crate) fn acquire(
-        path: &Path,
-        mode: LockMode,
-        wait: Duration,
-        create: bool,
-    ) -> Result<Self> {
+    /// Locks `path` exclusively (creating it if absent), waiting up to `wait` for another
+    /// writer to let go. Gives [`Error::Locked`] when the wait runs out.
+    pub(crate) fn acquire(path: &Path, wait: Duration) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
-            .write(create)
-            .create(create)
+            .write(true)
+            .create(true)
             .truncate(false)
             .open(path)
             .map_err(|e| Error::io(path, "open lock file", e))?;
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(1);
         loop {
-            let attempt = match mode {
-                LockMode::Exclusive => file.try_lock(),
-                LockMode::Shared => file.try_lock_shared(),
-            };
-            match attempt {
+            match file.try_lock() {
                 Ok(()) => {
                     return Ok(LockFile {
                         path: path.to_path_buf(),
@@ -82,30 +66,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exclusive_excludes_and_shared_shares() {
+    fn one_writer_at_a_time_and_the_lock_is_free_again_after_release() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
-        let writer = LockFile::acquire(&path, LockMode::Exclusive, Duration::ZERO, true).unwrap();
-        let err = LockFile::acquire(&path, LockMode::Exclusive, Duration::ZERO, true).unwrap_err();
+        let writer = LockFile::acquire(&path, Duration::ZERO).unwrap();
+        let err = LockFile::acquire(&path, Duration::ZERO).unwrap_err();
         assert!(matches!(err, Error::Locked { .. }), "{err}");
-        assert!(LockFile::acquire(&path, LockMode::Shared, Duration::ZERO, false).is_err());
         writer.release().unwrap();
-        let r1 = LockFile::acquire(&path, LockMode::Shared, Duration::ZERO, false).unwrap();
-        let _r2 = LockFile::acquire(&path, LockMode::Shared, Duration::ZERO, false).unwrap();
-        assert!(LockFile::acquire(&path, LockMode::Exclusive, Duration::ZERO, true).is_err());
-        drop(r1);
+        let again = LockFile::acquire(&path, Duration::ZERO).unwrap();
+        assert!(LockFile::acquire(&path, Duration::ZERO).is_err());
+        drop(again);
+        LockFile::acquire(&path, Duration::ZERO).unwrap();
     }
 
     #[test]
     fn a_waiting_writer_gets_the_lock_when_it_is_released() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
-        let holder = LockFile::acquire(&path, LockMode::Exclusive, Duration::ZERO, true).unwrap();
+        let holder = LockFile::acquire(&path, Duration::ZERO).unwrap();
         let releaser = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             drop(holder);
         });
-        LockFile::acquire(&path, LockMode::Exclusive, Duration::from_secs(10), true).unwrap();
+        LockFile::acquire(&path, Duration::from_secs(10)).unwrap();
         releaser.join().unwrap();
     }
 }

@@ -11,6 +11,7 @@
 #[cfg(feature = "ndarray")]
 pub(crate) mod array_file;
 mod compact_all;
+mod follow;
 pub(crate) mod index_log;
 mod inspect;
 mod io;
@@ -23,9 +24,9 @@ mod recover;
 pub(crate) mod segment;
 pub(crate) mod value_file;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,12 +34,14 @@ use std::time::Duration;
 use crate::codec::{Compression, lz4_decompress};
 use crate::error::{Error, Result};
 
+pub(crate) use follow::Changes;
+use follow::{Follower, Pending, Step};
 pub(crate) use index_log::{DiskLoc, Place, now_unix_ms};
 use index_log::{IndexLog, Record};
 pub(crate) use inspect::check_is_chest;
 pub use layout::KeyDigest;
 use layout::Layout;
-use lock::{LockFile, LockMode};
+use lock::LockFile;
 pub(crate) use meta::Meta;
 pub(crate) use pending::PendingValue;
 pub(crate) use recover::{OpenReport, Recovered};
@@ -131,12 +134,15 @@ pub(crate) fn array_not_value(path: &Path) -> Error {
 }
 
 /// Reads stored values without the disk tier: the paths, plus the segment file handle the
-/// caller looked up. Only records whose index entry was committed are read, so their bytes
-/// are in the file.
+/// caller looked up. Only records whose index entry was committed (a writer) or read whole
+/// from the index (a follower) are read, so their bytes are in the file.
 #[derive(Debug, Clone)]
 pub(crate) struct Reader {
     layout: Layout,
     segments_dir: PathBuf,
+    /// A read-only tier following a writer: a place may have changed since the index entry
+    /// naming it was read, which [`fetch`](Self::fetch) tells apart from damage.
+    following: bool,
 }
 
 impl Reader {
@@ -148,21 +154,31 @@ impl Reader {
         }
     }
 
-    /// Reads and verifies the value of `key` stored at `loc` (in `segment` for a segment
-    /// record), decompressing it.
-    pub(crate) fn read(
+    /// Reads and verifies the value of `key` stored at `loc` (in `segment_file` for a segment
+    /// record), decompressing it. A following tier tells a place the writer has changed since
+    /// the entry was read ([`Fetched::Moved`], [`Fetched::Gone`]) from damage
+    /// (`Error::Corrupt`); for other tiers both are errors. A value file holding a newer write than `loc` (renamed into place
+    /// before its index record was read) is complete and checked like any: it is returned with
+    /// where it came from, so the caller can remember that it has seen that write.
+    pub(crate) fn fetch(
         &self,
         segment_file: Option<&File>,
         key: &[u8],
         loc: &DiskLoc,
-    ) -> Result<Payload> {
+    ) -> Result<Fetched> {
         let path = self.path_of(key, loc);
-        let (bytes, start, end, compressed, raw_len) = match loc.place {
+        let mut read_loc = *loc;
+        let (bytes, start, compressed, raw_len) = match loc.place {
             Place::File => {
                 let bytes = match io::read_file(&path) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(Error::corrupt(&path, "value file is missing"));
+                        let e = Error::corrupt(&path, "value file is missing");
+                        return if self.following {
+                            Ok(Fetched::Gone(e))
+                        } else {
+                            Err(e)
+                        };
                     }
                     Err(e) => return Err(Error::io(&path, "read value file", e)),
                 };
@@ -172,62 +188,147 @@ impl Reader {
                 if file_key != key {
                     return Err(Error::corrupt(&path, "file holds a different key"));
                 }
+                if self.following && header.seq < loc.seq {
+                    return Ok(Fetched::Moved(Error::corrupt(
+                        &path,
+                        format!(
+                            "file holds write {} where the index names write {}",
+                            header.seq, loc.seq
+                        ),
+                    )));
+                }
                 if header.array {
                     return Err(array_not_value(&path));
                 }
                 let parsed = value_file::parse(&bytes).map_err(|r| Error::corrupt(&path, r))?;
                 let h = &parsed.header;
+                if self.following {
+                    read_loc = DiskLoc {
+                        place: Place::File,
+                        seq: h.seq,
+                        raw_len: h.raw_len,
+                        stored_len: h.payload_len,
+                    };
+                }
                 let (start, compressed, raw_len) =
                     (h.payload_offset as usize, h.compressed, h.raw_len);
-                let end = bytes.len();
-                (bytes, start, end, compressed, raw_len)
+                (bytes, start, compressed, raw_len)
             }
             Place::Segment(place) => {
-                let file =
-                    segment_file.ok_or_else(|| Error::corrupt(&path, "segment file is missing"))?;
-                let mut buf = vec![0u8; segment::record_len(key.len(), loc.stored_len) as usize];
-                file.read_exact_at(&mut buf, place.offset).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        Error::corrupt(&path, "record runs past the end of the segment")
+                let Some(file) = segment_file else {
+                    let e = Error::corrupt(&path, "segment file is missing");
+                    return if self.following {
+                        Ok(Fetched::Moved(e))
                     } else {
-                        Error::io(&path, "read segment", e)
+                        Err(e)
+                    };
+                };
+                match self.read_record(file, key, loc, place, &path) {
+                    Ok(read) => read,
+                    // The segment this tier has open is not the file of that name any more
+                    // (deleted, or a new segment took its number): the writer moved the record.
+                    Err(e) if self.following && !same_file(file, &path) => {
+                        return Ok(Fetched::Moved(e));
                     }
-                })?;
-                let bytes = io::FileBytes::Owned(buf);
-                let record = segment::parse_record(&bytes).map_err(|r| {
-                    Error::corrupt(&path, format!("record at offset {}: {r}", place.offset))
-                })?;
-                if record.key != key || record.header.kind != segment::KIND_VALUE {
-                    return Err(Error::corrupt(
-                        &path,
-                        format!("record at offset {} holds another key", place.offset),
-                    ));
+                    Err(e) => return Err(e),
                 }
-                let h = &record.header;
-                let start = segment::RECORD_HEADER_LEN + key.len();
-                let (compressed, raw_len) = (h.compressed, h.raw_len);
-                let end = bytes.len();
-                (bytes, start, end, compressed, raw_len)
             }
         };
-        if !compressed {
-            return Ok(Payload {
+        let end = bytes.len();
+        let payload = if compressed {
+            let raw = lz4_decompress(&bytes[start..end], raw_len)
+                .map_err(|reason| Error::corrupt(&path, reason))?;
+            let end = raw.len();
+            Payload {
+                bytes: io::FileBytes::Owned(raw),
+                start: 0,
+                end,
+                path,
+            }
+        } else {
+            Payload {
                 bytes,
                 start,
                 end,
                 path,
-            });
-        }
-        let raw = lz4_decompress(&bytes[start..end], raw_len)
-            .map_err(|reason| Error::corrupt(&path, reason))?;
-        let end = raw.len();
-        Ok(Payload {
-            bytes: io::FileBytes::Owned(raw),
-            start: 0,
-            end,
-            path,
-        })
+            }
+        };
+        Ok(Fetched::Value(payload, read_loc))
     }
+
+    /// Reads and checks the segment record of `key` at `place`: the bytes, where the payload
+    /// starts, whether it is compressed, and its raw length.
+    fn read_record(
+        &self,
+        file: &File,
+        key: &[u8],
+        loc: &DiskLoc,
+        place: RecordPlace,
+        path: &Path,
+    ) -> Result<(io::FileBytes, usize, bool, u64)> {
+        let mut buf = vec![0u8; segment::record_len(key.len(), loc.stored_len) as usize];
+        file.read_exact_at(&mut buf, place.offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(path, "record runs past the end of the segment")
+            } else {
+                Error::io(path, "read segment", e)
+            }
+        })?;
+        let bytes = io::FileBytes::Owned(buf);
+        let record = segment::parse_record(&bytes)
+            .map_err(|r| Error::corrupt(path, format!("record at offset {}: {r}", place.offset)))?;
+        if record.key != key || record.header.kind != segment::KIND_VALUE {
+            return Err(Error::corrupt(
+                path,
+                format!("record at offset {} holds another key", place.offset),
+            ));
+        }
+        if self.following && record.header.seq != loc.seq {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "record at offset {} holds write {} where the index names write {}",
+                    place.offset, record.header.seq, loc.seq
+                ),
+            ));
+        }
+        let h = &record.header;
+        let start = segment::RECORD_HEADER_LEN + key.len();
+        Ok((bytes, start, h.compressed, h.raw_len))
+    }
+}
+
+/// True when `path` names the file `file` is open on (same device and inode).
+fn same_file(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// What a read-only tier's [`DiskTier::refresh`] found the writer had done.
+#[derive(Debug)]
+pub(crate) enum Refreshed {
+    /// What changed since the last refresh (or the open), netted per key; often nothing.
+    Changes(Changes),
+    /// The index was replaced (or could not be followed): every key the tier now sees, found as
+    /// an open finds them. Keys not in it are gone.
+    Reloaded(Recovered),
+}
+
+/// How a stored value read through a possibly out-of-date index entry turned out.
+#[derive(Debug)]
+pub(crate) enum Fetched {
+    /// The value, checked, and the write it came from: `loc`, or for a value file renamed into
+    /// place since the index entry was read, the newer write it holds (read-only tiers).
+    Value(Payload, DiskLoc),
+    /// Read-only tiers only: the place no longer holds that write (its segment was compacted
+    /// away or replaced, or the file holds an older write). Refresh and look again; the error
+    /// is what to report if the entry still names this place.
+    Moved(Error),
+    /// Read-only tiers only: the value file is gone. The writer deletes a value file before it
+    /// records the removal, so if a refresh still names it, the key is being removed.
+    Gone(Error),
 }
 
 /// The on-disk tier of one chest.
@@ -236,8 +337,11 @@ pub(crate) struct DiskTier {
     layout: Layout,
     mode: DiskMode,
     options: DiskOptions,
+    /// The writer's exclusive lock; read-only tiers take none.
     lock: Option<LockFile>,
     index: Option<IndexLog>,
+    /// Read-only tiers: the index file replayed, followed by [`refresh`](Self::refresh).
+    follower: Option<Follower>,
     segments: SegmentStore,
     next_seq: u64,
     /// Value files written since the last sync.
@@ -260,6 +364,11 @@ pub(crate) struct DiskTier {
     /// Time of the index's last Commit record when it was replayed on open (tools show it).
     last_commit_ms: Option<u64>,
 }
+
+/// Times a read-only open (or reload) replays again when it found something amiss (a torn
+/// index tail, an entry whose file is missing) and the index changed while it ran: the writer
+/// was appending then, and the next attempt sees the records that explain it.
+const READ_ONLY_OPEN_ATTEMPTS: u32 = 5;
 
 /// The bytes a value file takes for a key of `key_len` and a payload of `stored_len`.
 fn file_bytes(key_len: usize, stored_len: u64) -> u64 {
@@ -297,12 +406,12 @@ impl DiskTier {
                 path: root.to_path_buf(),
             });
         }
-        let lock_mode = if writable {
-            LockMode::Exclusive
+        // Only a writer locks: readers follow what it appends to the index instead.
+        let lock = if writable {
+            Some(LockFile::acquire(&layout.lock(), lock_wait)?)
         } else {
-            LockMode::Shared
+            None
         };
-        let lock = LockFile::acquire(&layout.lock(), lock_mode, lock_wait, writable)?;
         match meta {
             MetaCheck::Expect(expected) => {
                 check_or_create_meta(&layout, expected, writable, mode == DiskMode::Persistent)?;
@@ -317,8 +426,9 @@ impl DiskTier {
             layout,
             mode,
             options,
-            lock: Some(lock),
+            lock,
             index: None,
+            follower: None,
             segments,
             next_seq: 1,
             unsynced_files: HashSet::new(),
@@ -333,15 +443,104 @@ impl DiskTier {
             scratch: Vec::new(),
             last_commit_ms: None,
         };
-        let (entries, report) = tier.recover()?;
+        let (entries, report) = if writable {
+            tier.recover()?
+        } else {
+            tier.recover_following()?
+        };
+        tier.count_files(&entries);
+        Ok((tier, entries, report))
+    }
+
+    /// Counts the value files among `entries` and the next sequence number.
+    fn count_files(&mut self, entries: &Recovered) {
+        self.own_files = 0;
+        self.own_file_bytes = 0;
         for (key, loc) in entries.iter() {
             if loc.place == Place::File {
-                tier.own_files += 1;
-                tier.own_file_bytes += file_bytes(key.len(), loc.stored_len);
+                self.own_files += 1;
+                self.own_file_bytes += file_bytes(key.len(), loc.stored_len);
             }
-            tier.next_seq = tier.next_seq.max(loc.seq + 1);
+            self.next_seq = self.next_seq.max(loc.seq + 1);
         }
-        Ok((tier, entries, report))
+    }
+
+    /// A read-only open: [`recover`](Self::recover), again (a few times at most) when it found
+    /// something amiss while the index changed under it.
+    fn recover_following(&mut self) -> Result<(Recovered, OpenReport)> {
+        let mut attempts = 1;
+        loop {
+            let (entries, report) = self.recover()?;
+            if report == OpenReport::default()
+                || attempts >= READ_ONLY_OPEN_ATTEMPTS
+                || !self.index_changed_since_replay()?
+            {
+                return Ok((entries, report));
+            }
+            attempts += 1;
+        }
+    }
+
+    /// True when the index is not what the last replay read.
+    fn index_changed_since_replay(&self) -> Result<bool> {
+        match &self.follower {
+            Some(follower) => follower.changed_since_open(),
+            None => Ok(self.layout.index().exists()),
+        }
+    }
+
+    /// Read-only tiers: reads what the writer appended to the index since the open or the last
+    /// refresh. Only whole, checksum-valid records are applied; a record still being written
+    /// is read next time. When the index was rewritten (or cannot be followed) everything is
+    /// replayed again and [`Refreshed::Reloaded`] lists every key. Segments the new records
+    /// name are opened; handles of segments deleted since are closed. A writable tier has
+    /// nothing to follow: no changes.
+    pub(crate) fn refresh(&mut self) -> Result<Refreshed> {
+        if self.mode != DiskMode::ReadOnly {
+            return Ok(Refreshed::Changes(Changes::default()));
+        }
+        let pending = match &self.follower {
+            Some(follower) => follower.pending()?,
+            None if self.layout.index().exists() => Pending::Reload,
+            None => Pending::Nothing,
+        };
+        let step = match (pending, &mut self.follower) {
+            (Pending::Nothing, _) => Step::Changes(Changes::default()),
+            (Pending::Grew, Some(_)) => {
+                // Segments deleted before the index is read had their records moved (and the
+                // moves recorded) before they went, so no record read below names them.
+                let listed = self.scan_segment_files(false)?;
+                self.segments.forget_missing(&listed);
+                match &mut self.follower {
+                    Some(follower) => follower.step()?,
+                    None => Step::Reload,
+                }
+            }
+            _ => Step::Reload,
+        };
+        let changes = match step {
+            Step::Changes(changes) => changes,
+            Step::Reload => {
+                let (entries, _) = self.recover_following()?;
+                self.count_files(&entries);
+                return Ok(Refreshed::Reloaded(entries));
+            }
+        };
+        if changes.last_commit_ms.is_some() {
+            self.last_commit_ms = changes.last_commit_ms;
+        }
+        let mut ends: HashMap<u32, u64> = HashMap::new();
+        for (key, loc) in &changes.puts {
+            if let Place::Segment(p) = loc.place {
+                let end = p.offset + segment::record_len(key.len(), loc.stored_len);
+                let slot = ends.entry(p.segment).or_default();
+                *slot = (*slot).max(end);
+            }
+        }
+        for (id, end) in ends {
+            self.segments.follow(id, end)?;
+        }
+        Ok(Refreshed::Changes(changes))
     }
 
     fn refuse_if_read_only(&self) -> Result<()> {
@@ -685,13 +884,13 @@ impl DiskTier {
         self.pending_deletes.clear();
     }
 
-    /// Reads and verifies the value of `key` stored at `loc`, decompressing it.
-    pub(crate) fn read_value(&self, key: &[u8], loc: &DiskLoc) -> Result<Payload> {
+    /// Reads and verifies the value of `key` stored at `loc`: see [`Reader::fetch`].
+    pub(crate) fn fetch_value(&self, key: &[u8], loc: &DiskLoc) -> Result<Fetched> {
         let handle = match loc.place {
             Place::Segment(p) => self.segments.handle(p.segment),
             Place::File => None,
         };
-        self.reader().read(handle.as_deref(), key, loc)
+        self.reader().fetch(handle.as_deref(), key, loc)
     }
 
     /// What reads need, for use without the disk tier.
@@ -699,10 +898,11 @@ impl DiskTier {
         Reader {
             layout: self.layout.clone(),
             segments_dir: self.segments.dir().to_path_buf(),
+            following: self.mode == DiskMode::ReadOnly,
         }
     }
 
-    /// Changes whenever a segment file is created or removed.
+    /// Changes whenever a segment file is opened, created or removed.
     pub(crate) fn segment_generation(&self) -> u64 {
         self.segments.generation()
     }

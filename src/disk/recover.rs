@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use crate::disk::follow::Follower;
 use crate::disk::index_log::{self, IndexLog, KeyAt, Replay};
 use crate::disk::layout::{self, DigestSet, KeyDigest};
 use crate::disk::segment::{self, RecordPlace};
@@ -83,9 +84,29 @@ impl DiskTier {
         }
         let writable = self.mode == DiskMode::Persistent;
         let index_path = self.layout.index();
-        let replay = match std::fs::read(&index_path) {
-            Ok(_) if self.options.rebuild_index => None,
-            Ok(bytes) => match index_log::check_header(&bytes) {
+        // A read-only tier keeps the index file open to follow the writer's appends; it is read
+        // before the files are listed, so every file its records name was written before.
+        let read = if writable {
+            match std::fs::read(&index_path) {
+                Ok(bytes) => Some(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::io(&index_path, "read index", e)),
+            }
+        } else {
+            match Follower::open(&index_path)? {
+                Some((follower, bytes)) => {
+                    self.follower = Some(follower);
+                    Some(bytes)
+                }
+                None => {
+                    self.follower = None;
+                    None
+                }
+            }
+        };
+        let replay = match read {
+            Some(_) if self.options.rebuild_index => None,
+            Some(bytes) => match index_log::check_header(&bytes) {
                 Ok(()) => Some((index_log::replay(&bytes), bytes)),
                 Err(Some(version)) => {
                     return Err(Error::UnsupportedFormat {
@@ -95,9 +116,20 @@ impl DiskTier {
                 }
                 Err(None) => None,
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(&index_path, "read index", e)),
+            None => None,
         };
+        if let Some(follower) = &mut self.follower {
+            match &replay {
+                Some((r, bytes)) => follower.replayed(
+                    bytes,
+                    true,
+                    r.valid_len,
+                    r.last_record_at,
+                    r.torn_tail.is_some(),
+                ),
+                None => follower.replayed(&[], false, 0, None, false),
+            }
+        }
         let present = self.scan_value_files(writable)?;
         let found_segments = self.scan_segment_files(writable)?;
         self.segments = segment::SegmentStore::open(
@@ -343,7 +375,7 @@ impl DiskTier {
     /// header is a segment whose creation a crash interrupted (its header goes out with its
     /// first records, in one write), so nothing can refer to it: it is deleted when writable
     /// and ignored otherwise.
-    fn scan_segment_files(&self, writable: bool) -> Result<Vec<(u32, u64)>> {
+    pub(super) fn scan_segment_files(&self, writable: bool) -> Result<Vec<(u32, u64)>> {
         let dir = self.layout.segments();
         let listing = match std::fs::read_dir(&dir) {
             Ok(listing) => listing,
@@ -360,10 +392,12 @@ impl DiskTier {
             else {
                 continue;
             };
-            let len = entry
-                .metadata()
-                .map_err(|e| Error::io(entry.path(), "stat segment", e))?
-                .len();
+            let len = match entry.metadata() {
+                Ok(meta) => meta.len(),
+                // Deleted since it was listed (a reader beside a compacting writer).
+                Err(e) if !writable && e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(entry.path(), "stat segment", e)),
+            };
             if len < segment::FILE_HEADER_LEN {
                 if writable {
                     io::remove_file(&entry.path())?;
@@ -402,15 +436,21 @@ impl DiskTier {
         })
     }
 
-    /// Counts a damaged or stale value file and deletes it when writable.
+    /// Counts a damaged or stale value file and deletes it when writable. A file that is no
+    /// longer there (a reader beside a writer that deleted it after it was listed) counts as
+    /// missing, not damaged.
     fn discard_file(
         &self,
         digest: KeyDigest,
         writable: bool,
         report: &mut OpenReport,
     ) -> Result<()> {
-        report.discarded_damaged += 1;
         let path = self.layout.value_file(digest);
+        if !path.exists() {
+            report.dropped_missing += 1;
+            return Ok(());
+        }
+        report.discarded_damaged += 1;
         let why = match self.check_file(digest) {
             Ok(_) => "an older copy than the one the index names".to_string(),
             Err(why) => why,

@@ -20,9 +20,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::disk::io::{self, Cursor};
 use crate::error::{Error, Result};
@@ -206,14 +207,32 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u32> {
     u32::from_str_radix(stem, 16).ok()
 }
 
+/// A new segment generation, unique in the process: a store opened again (a follower's
+/// reload) never repeats the generation of the store it replaces.
+fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 #[derive(Debug)]
 struct Segment {
     /// Shared with readers, who read committed records without the disk tier's lock.
     file: Arc<File>,
+    /// Device and inode of `file`: a reader tells by them that the name now belongs to
+    /// another file (the writer deleted the segment and a new one took its number).
+    identity: (u64, u64),
     /// Bytes in the file, including what is still staged for the active segment.
     len: u64,
     /// Bytes of records that are some key's current value.
     live_bytes: u64,
+}
+
+/// Device and inode of an open file.
+fn identity_of(file: &File, path: &Path) -> Result<(u64, u64)> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(path, "stat segment", e))?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 /// Where a record is.
@@ -238,12 +257,15 @@ pub(crate) struct SegmentStore {
     unsynced: Vec<u32>,
     /// A segment file was created since the last sync.
     created: bool,
-    /// Changes whenever a segment file is created or removed (readers refresh their handles).
+    /// Changes whenever a segment file is opened, created or removed (readers refresh their
+    /// handles); unique in the process.
     generation: u64,
 }
 
 impl SegmentStore {
     /// Opens the segments found in `dir` (ids and lengths as listed), none of them active.
+    /// Read-only, a segment deleted since it was listed is left out (a writer compacted it
+    /// away after recording where its records went).
     pub(crate) fn open(
         dir: &Path,
         found: &[(u32, u64)],
@@ -253,14 +275,15 @@ impl SegmentStore {
         let mut segments = BTreeMap::new();
         for &(id, len) in found {
             let path = dir.join(file_name(id));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(writable)
-                .open(&path)
-                .map_err(|e| Error::io(&path, "open segment", e))?;
+            let file = match OpenOptions::new().read(true).write(writable).open(&path) {
+                Ok(file) => file,
+                Err(e) if !writable && e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, "open segment", e)),
+            };
             segments.insert(
                 id,
                 Segment {
+                    identity: identity_of(&file, &path)?,
                     file: Arc::new(file),
                     len,
                     live_bytes: 0,
@@ -276,7 +299,7 @@ impl SegmentStore {
             max_segment_bytes,
             unsynced: Vec::new(),
             created: false,
-            generation: 0,
+            generation: next_generation(),
         })
     }
 
@@ -322,6 +345,7 @@ impl SegmentStore {
         self.segments.insert(
             id,
             Segment {
+                identity: identity_of(&file, &path)?,
                 file: Arc::new(file),
                 len: 0,
                 live_bytes: 0,
@@ -329,7 +353,7 @@ impl SegmentStore {
         );
         self.active = Some(id);
         self.created = true;
-        self.generation += 1;
+        self.generation = next_generation();
         self.written_len = 0;
         self.staged.extend_from_slice(&file_header(id));
         if let Some(s) = self.segments.get_mut(&id) {
@@ -426,7 +450,7 @@ impl SegmentStore {
                 self.active = None;
                 let path = self.path_of(id);
                 self.segments.remove(&id);
-                self.generation += 1;
+                self.generation = next_generation();
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -498,7 +522,7 @@ impl SegmentStore {
             self.active = None;
         }
         self.segments.remove(&id);
-        self.generation += 1;
+        self.generation = next_generation();
         self.unsynced.retain(|u| *u != id);
         io::remove_file(&self.path_of(id))
     }
@@ -573,6 +597,55 @@ impl SegmentStore {
         self.active = Some(id);
         self.written_len = valid_end;
         Ok(())
+    }
+
+    /// True when the open segment `id` is still the file its name gives (not deleted, not
+    /// replaced by a new segment of the same number).
+    pub(crate) fn is_same_file(&self, id: u32) -> bool {
+        let Some(segment) = self.segments.get(&id) else {
+            return false;
+        };
+        std::fs::metadata(self.path_of(id))
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == segment.identity)
+    }
+
+    /// Read-only: a record the writer wrote ends at `end` in segment `id`. Opens the segment
+    /// if this store does not have it or has another file of that number (one that was
+    /// deleted), and extends its known length to `end`. A segment already deleted again is
+    /// left out: reads of its records find them moved.
+    pub(crate) fn follow(&mut self, id: u32, end: u64) -> Result<()> {
+        if !self.is_same_file(id) {
+            self.segments.remove(&id);
+            let path = self.path_of(id);
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io(&path, "open segment", e)),
+            };
+            let segment = Segment {
+                identity: identity_of(&file, &path)?,
+                file: Arc::new(file),
+                len: 0,
+                live_bytes: 0,
+            };
+            self.segments.insert(id, segment);
+            self.generation = next_generation();
+        }
+        if let Some(segment) = self.segments.get_mut(&id) {
+            segment.len = segment.len.max(end);
+        }
+        Ok(())
+    }
+
+    /// Read-only: closes the segments not in `listed` (ids and lengths of the files present),
+    /// which the writer deleted.
+    pub(crate) fn forget_missing(&mut self, listed: &[(u32, u64)]) {
+        let before = self.segments.len();
+        self.segments
+            .retain(|id, _| listed.binary_search_by_key(id, |(l, _)| *l).is_ok());
+        if self.segments.len() != before {
+            self.generation = next_generation();
+        }
     }
 
     /// Bytes of all segment files.

@@ -10,7 +10,7 @@ pub const OK: u8 = 0;
 /// Damage: `verify` found damaged entries or files, `repair` could not recover something, or a
 /// command stopped at damaged data.
 pub const DAMAGED: u8 = 1;
-/// The chest is locked by another process.
+/// The chest is locked by a writer (only `compact` and `repair` need the lock).
 pub const LOCKED: u8 = 2;
 /// The path is not a chest (missing, not a directory, no chest metadata), is in a format this
 /// build cannot read, or could not be read or written.
@@ -24,8 +24,8 @@ Exit status:
   0  success; nothing damaged
   1  damage: verify found damaged entries or files, repair could not recover
      everything, or a command stopped at damaged data
-  2  the chest is locked by another process: a writer has it open (compact and
-     repair also need every reader gone); the message names the lock file
+  2  the chest is locked: compact or repair found a writer holding it (stats, ls
+     and verify run beside a writer); the message names the lock file
   3  not a chest (missing, not a directory, no chest metadata), a format this
      build cannot read, or an I/O error
   4  bad command line";

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Core, bump};
 use crate::codec::Codec;
-use crate::disk::{MappedValue, PendingValue, Place};
+use crate::disk::{DiskMode, MappedValue, PendingValue, Place};
 use crate::error::{Error, Result};
 use crate::memory::{Held, Slot, Stored};
 
@@ -60,7 +60,15 @@ where
     }
 
     /// Maps `key`'s array file, checking its header and key; `None` when the key is absent.
+    /// A read-only chest follows the writer as [`get`](Core::get) does.
     pub(crate) fn map_array(&self, key: &K) -> Result<Option<MappedValue>> {
+        if self.mode == DiskMode::ReadOnly {
+            return self.map_array_following(key, |core| core.map_array_once(key));
+        }
+        self.map_array_once(key)
+    }
+
+    fn map_array_once(&self, key: &K) -> Result<Option<MappedValue>> {
         let key_bytes = self.encode_key(key)?;
         let typed_value = {
             let shard = self.shards[self.shard_of(key)].lock();
