@@ -192,6 +192,7 @@ mod inspect;
 pub mod memo;
 mod memory;
 mod stats;
+mod sync;
 mod verify;
 
 #[cfg(feature = "ndarray")]
