@@ -197,6 +197,7 @@ mod inspect;
 pub mod memo;
 mod memory;
 mod stats;
+mod sync;
 mod verify;
 
 #[cfg(feature = "ndarray")]

@@ -21,13 +21,10 @@ mod jobs;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -39,6 +36,8 @@ use crate::error::{Error, Result};
 use crate::memo::once::{Claim, InFlight};
 use crate::memory::{Held, MemoryTier, Policy, Slot, Stored, Victim};
 use crate::stats::Stats;
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{Arc, Condvar, Mutex, RandomState, RwLock};
 use jobs::{Job, Queue};
 
 /// A user function giving a value's weight in bytes.

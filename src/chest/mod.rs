@@ -7,7 +7,6 @@ mod core;
 
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,6 +21,7 @@ pub use builder::{
 use crate::codec::{Bincode, Codec};
 use crate::error::{Error, Result};
 use crate::stats::Stats;
+use crate::sync::{Arc, thread};
 
 /// A typed map that keeps values in memory up to a byte budget and spills the rest to disk.
 ///
@@ -39,7 +39,7 @@ where
 {
     core: Arc<Core<K, V, C>>,
     /// The background writer, when spilling is not synchronous.
-    writer: Option<std::thread::JoinHandle<()>>,
+    writer: Option<thread::JoinHandle<()>>,
     path: PathBuf,
     /// Declared last so the directory is removed after the state (and its lock file) closes.
     _temp: Option<TempDir>,
@@ -88,7 +88,7 @@ where
         let core = Arc::new(core);
         let writer = if core.wants_writer() {
             let shared = Arc::clone(&core);
-            let handle = std::thread::Builder::new()
+            let handle = thread::Builder::new()
                 .name("spillchest-writer".into())
                 .spawn(move || shared.run_writer())
                 .map_err(|e| Error::io(&path, "start the writer thread", e))?;

@@ -3,9 +3,8 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Arc, Condvar, Mutex};
 
 /// One computation in flight; waiters sleep until its leader lets go.
 #[derive(Default)]

@@ -9,8 +9,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -20,6 +18,8 @@ use crate::codec::Codec;
 use crate::disk::{DiskLoc, Place};
 use crate::error::{Error, Result};
 use crate::memory::{Held, Slot, Stored};
+use crate::sync::Arc;
+use crate::sync::atomic::Ordering;
 
 /// One change for the disk.
 pub(crate) enum Job<K, V> {
