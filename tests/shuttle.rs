@@ -17,9 +17,9 @@
 //! and never older than one already seen, `memory_bytes` never exceeds the budget and in-flight
 //! bytes never exceed their bound at any point a thread looks, a cancelled write never becomes
 //! the stored value (also after flush and reopen), `get_or_insert_with` runs its function once,
-//! and concurrent updates are not lost. One test is ignored: it shows a bug these scenarios
-//! found (a removed key comes back after reopen when a flush races an overwrite and the
-//! removal), with its schedule, until the core is fixed.
+//! and concurrent updates are not lost. `flush_racing_an_overwrite_and_a_removal_...` keeps
+//! the schedule of a bug these scenarios found (a removed key came back after reopen when a
+//! flush raced an overwrite and the removal), fixed since.
 
 #![cfg(shuttle)]
 
@@ -408,31 +408,24 @@ fn flush_races_overwrite_then_remove() {
     drop(chest);
 }
 
-/// KNOWN BUG, found by this test; ignored so that CI stays green until the core is fixed.
+/// A bug this test found, now fixed. The flush queued `Put(0, value 1, evicted: false)` and
+/// left the slot as it was: in memory, `Stored::Nothing`. The overwrite replaced the slot, and
+/// the new slot inherited `Nothing`. The writer then took the flush's job: the slot's version
+/// had moved on but its value was not on disk, so `still_wanted` let the old value be written.
+/// The removal found a slot that claimed the disk had nothing, so it queued no `Remove` job:
+/// key 0 was gone from memory but value 1 stayed on disk, and came back on reopen. The fix: a
+/// flush marks a slot it queues a write for `Stored::Stale` ("a write may still be queued"),
+/// which the replacing slot inherits, so the removal reaches the disk.
 ///
-/// The flush queues `Put(0, value 1, evicted: false)` and leaves the slot as it was: in memory,
-/// `Stored::Nothing`. The overwrite replaces the slot, and the new slot inherits `Nothing`
-/// (`stored_after_replace` looks only at `stored` and `Writing`). The writer then takes the
-/// flush's job: the slot's version moved on but its value is not on disk, so `still_wanted`
-/// lets the old value be written and the disk index now holds value 1. The removal finds a
-/// slot that claims the disk has nothing, so it queues no `Remove` job: key 0 is gone from
-/// memory but value 1 stays on disk, and comes back on reopen (and for read-only handles).
-///
-/// A failing schedule (replay it with `SPILLCHEST_SHUTTLE_SCHEDULE="<schedule>"` and
-/// `-- --ignored --exact flush_racing_an_overwrite_and_a_removal_leaves_the_key_removed`):
+/// The schedule that failed, for the record: it replays only against the code before the fix
+/// (with the fix the run takes other steps, and shuttle reports the schedule as not matching):
 ///
 /// ```text
 /// 91038e01feb0b4b5b186a7876c00000000200200020000044666664446464422426424266624
 /// 2222222626442622222222422424424444000000000000000000220200000000000000000000
 /// 0008080008000000
 /// ```
-///
-/// A fix that makes this pass (tried, not committed: the core belongs to another change):
-/// when `flush` queues the write of a slot holding `Stored::Nothing`, mark it `Stored::Stale`
-/// (which already means "a write of an older value may still be queued"), so the slot that
-/// replaces it inherits `Stale` and a removal reaches the disk.
 #[test]
-#[ignore = "known bug: a flush's write of a replaced value outlives a later removal"]
 fn flush_racing_an_overwrite_and_a_removal_leaves_the_key_removed() {
     explore(flush_races_overwrite_then_remove, 300);
 }

@@ -972,7 +972,8 @@ where
             DiskMode::Persistent => {}
         }
         for shard in self.shards.iter() {
-            let shard = shard.lock();
+            let mut shard = shard.lock();
+            let mut queued = Vec::new();
             for (key, slot) in shard.iter() {
                 if let Held::Memory { value, weight } = &slot.held
                     && slot.stored != Stored::Current
@@ -984,7 +985,13 @@ where
                         version: slot.version,
                         evicted: false,
                     });
+                    if slot.stored == Stored::Nothing {
+                        queued.push(key.clone());
+                    }
                 }
+            }
+            for key in &queued {
+                shard.note_write_queued(key);
             }
         }
         let last = self.queue.lock().enqueued;

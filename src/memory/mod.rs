@@ -115,6 +115,19 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         Some(result)
     }
 
+    /// Notes that a write of `key`'s in-memory value was queued without evicting it (a
+    /// flush's): a slot the disk held nothing for now has a write that may still land, which
+    /// the slot replacing it must know (see [`Slot::stored_after_replace`]): otherwise an
+    /// overwrite then a removal would queue no removal, and the flushed value would come back
+    /// at reopen.
+    pub(crate) fn note_write_queued(&mut self, key: &K) {
+        if let Some(slot) = self.slots.get_mut(key)
+            && slot.stored == Stored::Nothing
+        {
+            slot.stored = Stored::Stale;
+        }
+    }
+
     /// Records a use of `key`.
     pub(crate) fn touch(&mut self, key: &K) {
         if let Some(Slot {

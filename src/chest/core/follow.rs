@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 
 use super::Core;
 use crate::codec::Codec;
-use crate::disk::{DiskLoc, DiskMode, MappedValue, Place, Refreshed};
+use crate::disk::{DiskLoc, DiskMode, Refreshed};
+#[cfg(feature = "ndarray")]
+use crate::disk::{MappedValue, Place};
 use crate::error::{Error, Result};
 use crate::memory::{Held, Slot, Stored};
 
@@ -153,6 +155,7 @@ where
     /// Read-only chests: before mapping `key`'s array, refreshes on a miss, and again when the
     /// file its entry names is gone (the writer removed or replaced the entry since); if the
     /// entry still names it then, the key is being removed and is treated as absent.
+    #[cfg(feature = "ndarray")]
     pub(super) fn map_array_following(
         &self,
         key: &K,
