@@ -60,8 +60,14 @@ impl bincode::enc::write::Writer for CountingWriter {
 struct VecAppender<'a>(&'a mut Vec<u8>);
 
 impl bincode::enc::write::Writer for VecAppender<'_> {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        self.0.extend_from_slice(bytes);
+        // Serde hands bincode a `Vec<u8>` one byte at a time: a push, not a call to memcpy.
+        if let [byte] = bytes {
+            self.0.push(*byte);
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
         Ok(())
     }
 }

@@ -193,6 +193,7 @@ mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod format;
+mod hash;
 mod inspect;
 pub mod memo;
 mod memory;

@@ -2,7 +2,7 @@
 //! swap them for a model checker's.
 //!
 //! Normally these are `parking_lot`'s locks and condition variables and the standard library's
-//! atomics, threads and hasher. Built with `RUSTFLAGS="--cfg shuttle"` (only `tests/shuttle.rs`
+//! atomics and threads, and the chest's hasher (`hash.rs`). Built with `RUSTFLAGS="--cfg shuttle"` (only `tests/shuttle.rs`
 //! is), they are [shuttle]'s: every lock, wait, notification, atomic access and thread start of
 //! the core becomes a point where shuttle's scheduler picks the next thread, so a test explores
 //! many interleavings of the real code and can replay a failing one. The shuttle versions keep
@@ -19,9 +19,9 @@
 //! [shuttle]: https://docs.rs/shuttle
 
 #[cfg(not(shuttle))]
-pub(crate) use parking_lot::{Condvar, Mutex, RwLock};
+pub(crate) use crate::hash::State as RandomState;
 #[cfg(not(shuttle))]
-pub(crate) use std::hash::RandomState;
+pub(crate) use parking_lot::{Condvar, Mutex, RwLock};
 #[cfg(not(shuttle))]
 pub(crate) use std::sync::{Arc, atomic};
 #[cfg(not(shuttle))]

@@ -33,6 +33,7 @@ use crate::disk::{
     DiskLoc, DiskMode, DiskTier, Fetched, KeyDigest, OpenReport, Payload, Place, Reader, Recovered,
 };
 use crate::error::{Error, Result};
+use crate::hash::Map;
 use crate::memo::once::{Claim, InFlight};
 use crate::memory::{Held, MemoryTier, Policy, Slot, Stored, Victim};
 use crate::stats::Stats;
@@ -64,7 +65,7 @@ fn bump(counter: &AtomicU64, by: u64) {
 
 /// Where each key's stored copy is, and the segment files readers use.
 struct Locs<K> {
-    map: HashMap<K, DiskLoc>,
+    map: Map<K, DiskLoc>,
     files: HashMap<u32, Arc<File>>,
     generation: u64,
 }
@@ -138,12 +139,12 @@ where
         options: CoreOptions<V, C>,
     ) -> Result<Self> {
         let shard_count = options.shards.max(1);
-        let hasher = RandomState::new();
+        let hasher = RandomState::default();
         let per_shard = found.len() / shard_count + 1;
         let mut shards: Vec<MemoryTier<K, V>> = (0..shard_count)
             .map(|_| MemoryTier::new(options.policy, per_shard))
             .collect();
-        let mut map = HashMap::with_capacity(found.len());
+        let mut map = Map::with_capacity_and_hasher(found.len(), Default::default());
         for (key, loc) in found.iter() {
             let decoded: K = options.codec.decode(key).map_err(|source| Error::Decode {
                 path: disk.path_of(key, &loc),

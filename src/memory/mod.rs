@@ -10,7 +10,7 @@
 mod entry;
 mod order;
 
-use std::collections::HashMap;
+use crate::hash::Map;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ pub(crate) enum Victim<K, V> {
 /// One shard's slots, with the accounting of what memory holds.
 #[derive(Debug)]
 pub(crate) struct MemoryTier<K: Hash + Eq, V> {
-    slots: HashMap<K, Slot<V>>,
+    slots: Map<K, Slot<V>>,
     order: EvictionOrder<K>,
     memory_bytes: u64,
     /// Slots whose current value the disk holds.
@@ -51,7 +51,7 @@ fn account<V>(slot: &Slot<V>) -> (u64, bool) {
 impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
     pub(crate) fn new(policy: Policy, capacity: usize) -> Self {
         MemoryTier {
-            slots: HashMap::with_capacity(capacity),
+            slots: Map::with_capacity_and_hasher(capacity, Default::default()),
             order: EvictionOrder::new(policy),
             memory_bytes: 0,
             on_disk: 0,

@@ -7,7 +7,7 @@
 //! `Disk`, or goes back to memory when its write failed; the error is kept for the next
 //! operation.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 
 use serde::Serialize;
@@ -17,6 +17,7 @@ use super::{Core, Engine, bump};
 use crate::codec::Codec;
 use crate::disk::{DiskLoc, Place};
 use crate::error::{Error, Result};
+use crate::hash::Map;
 use crate::memory::{Held, Slot, Stored};
 use crate::sync::Arc;
 use crate::sync::atomic::Ordering;
@@ -173,7 +174,7 @@ where
         let mut outcomes = vec![Outcome::Skipped; jobs.len()];
         let mut locs: Vec<Option<DiskLoc>> = vec![None; jobs.len()];
         // The stored copy of each key touched by this batch, as the batch leaves it.
-        let mut latest: HashMap<&K, Option<DiskLoc>> = HashMap::new();
+        let mut latest: Map<&K, Option<DiskLoc>> = Map::default();
         let mut first_error: Option<Error> = None;
         let staged: Result<()> = (|| {
             for (i, job) in jobs.iter().enumerate() {
@@ -270,7 +271,7 @@ where
     }
 
     /// `key`'s stored copy as the batch so far leaves it.
-    fn stored_before(&self, latest: &HashMap<&K, Option<DiskLoc>>, key: &K) -> Option<DiskLoc> {
+    fn stored_before(&self, latest: &Map<&K, Option<DiskLoc>>, key: &K) -> Option<DiskLoc> {
         match latest.get(key) {
             Some(loc) => *loc,
             None => self.locs.read().map.get(key).copied(),
