@@ -483,20 +483,12 @@ where
             }
         }
         let version = self.next_version();
-        let old = {
-            let mut shard = self.shards[self.shard_of(&key)].lock();
-            let stored = shard
-                .get(&key)
-                .map_or(Stored::Nothing, Slot::stored_after_replace);
-            shard.put(
-                key,
-                Slot {
-                    held: Held::Memory { value, weight },
-                    stored,
-                    version,
-                },
-            )
-        };
+        let shard = self.shard_of(&key);
+        let old = self.shards[shard].lock().replace(key, |old| Slot {
+            held: Held::Memory { value, weight },
+            stored: old.map_or(Stored::Nothing, Slot::stored_after_replace),
+            version,
+        });
         if let Some(old) = old {
             self.release(old.memory_weight());
         }

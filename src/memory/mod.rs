@@ -1,17 +1,21 @@
 //! The in-memory tier of one shard: its slots and its eviction order.
 //!
 //! A chest has several shards (keys are spread by hash); each is a `MemoryTier` behind its
-//! own mutex. All changes go through [`MemoryTier::update`] or the methods built on it, which
-//! keep three invariants: `memory_bytes` is the sum of the weights of `Held::Memory` slots,
-//! the eviction order holds exactly their keys, and `on_disk` counts the slots whose current
-//! value the disk holds. The chest-wide byte count (against the budget) is kept by the chest,
+//! own mutex. Every change keeps four invariants: `memory_bytes` is the sum of the weights of
+//! `Held::Memory` slots, the eviction order holds exactly their keys, `on_disk` counts the
+//! slots whose current value the disk holds, and `writing` the `Held::Writing` ones. Most
+//! changes take the old slot out of the tally and count the new one; the hot transitions
+//! (eviction, a finished write) change a slot in place and adjust just the counts they move.
+//! Unit tests recompute the tally from the slots after every step. The chest-wide byte count (against the budget) is kept by the chest,
 //! from the weights these methods report.
 
 mod entry;
 mod order;
 
-use crate::hash::Map;
+use std::collections::hash_map::Entry;
 use std::hash::Hash;
+
+use crate::hash::Map;
 use std::sync::Arc;
 
 pub(crate) use entry::{Held, Slot, Stored};
@@ -35,6 +39,13 @@ pub(crate) enum Victim<K, V> {
 #[derive(Debug)]
 pub(crate) struct MemoryTier<K: Hash + Eq, V> {
     slots: Map<K, Slot<V>>,
+    tally: Tally<K>,
+}
+
+/// The accounting of a shard's slots, kept apart from them so that a slot can be changed in
+/// place (one hash lookup) while the accounting follows.
+#[derive(Debug)]
+struct Tally<K: Hash + Eq> {
     order: EvictionOrder<K>,
     memory_bytes: u64,
     /// Slots whose current value the disk holds.
@@ -43,27 +54,9 @@ pub(crate) struct MemoryTier<K: Hash + Eq, V> {
     writing: u64,
 }
 
-/// What a slot counts for.
-fn account<V>(slot: &Slot<V>) -> (u64, bool) {
-    (slot.memory_weight(), slot.stored == Stored::Current)
-}
-
-impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
-    pub(crate) fn new(policy: Policy, capacity: usize) -> Self {
-        MemoryTier {
-            slots: Map::with_capacity_and_hasher(capacity, Default::default()),
-            order: EvictionOrder::new(policy),
-            memory_bytes: 0,
-            on_disk: 0,
-            writing: 0,
-        }
-    }
-
-    pub(crate) fn get(&self, key: &K) -> Option<&Slot<V>> {
-        self.slots.get(key)
-    }
-
-    fn forget(&mut self, key: &K, slot: &Slot<V>) {
+impl<K: Hash + Eq + Clone> Tally<K> {
+    /// Takes `slot` (of `key`) out of the accounting.
+    fn forget<V>(&mut self, key: &K, slot: &Slot<V>) {
         let (weight, current) = account(slot);
         if matches!(slot.held, Held::Memory { .. }) {
             self.memory_bytes -= weight;
@@ -77,7 +70,8 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         }
     }
 
-    fn count(&mut self, key: &K, slot: &Slot<V>) {
+    /// Puts `slot` (of `key`) in the accounting; a value in memory counts as just used.
+    fn count<V>(&mut self, key: &K, slot: &Slot<V>) {
         let (weight, current) = account(slot);
         if matches!(slot.held, Held::Memory { .. }) {
             self.memory_bytes += weight;
@@ -90,28 +84,71 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
             self.writing += 1;
         }
     }
+}
+
+/// What a slot counts for.
+fn account<V>(slot: &Slot<V>) -> (u64, bool) {
+    (slot.memory_weight(), slot.stored == Stored::Current)
+}
+
+impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
+    pub(crate) fn new(policy: Policy, capacity: usize) -> Self {
+        MemoryTier {
+            slots: Map::with_capacity_and_hasher(capacity, Default::default()),
+            tally: Tally {
+                order: EvictionOrder::new(policy),
+                memory_bytes: 0,
+                on_disk: 0,
+                writing: 0,
+            },
+        }
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Option<&Slot<V>> {
+        self.slots.get(key)
+    }
 
     /// Sets `key`'s slot, returning the one it replaces.
     pub(crate) fn put(&mut self, key: K, slot: Slot<V>) -> Option<Slot<V>> {
-        let old = self.remove(&key);
-        self.count(&key, &slot);
-        self.slots.insert(key, slot);
-        old
+        self.replace(key, |_| slot)
+    }
+
+    /// Sets `key`'s slot to the one `make` builds from the slot it replaces (if any), and
+    /// returns that one. One hash lookup.
+    pub(crate) fn replace(
+        &mut self,
+        key: K,
+        make: impl FnOnce(Option<&Slot<V>>) -> Slot<V>,
+    ) -> Option<Slot<V>> {
+        match self.slots.entry(key) {
+            Entry::Occupied(mut e) => {
+                let slot = make(Some(e.get()));
+                self.tally.forget(e.key(), e.get());
+                self.tally.count(e.key(), &slot);
+                Some(std::mem::replace(e.get_mut(), slot))
+            }
+            Entry::Vacant(e) => {
+                let slot = make(None);
+                self.tally.count(e.key(), &slot);
+                e.insert(slot);
+                None
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, key: &K) -> Option<Slot<V>> {
         let old = self.slots.remove(key)?;
-        self.forget(key, &old);
+        self.tally.forget(key, &old);
         Some(old)
     }
 
-    /// Changes `key`'s slot with `f`, keeping the accounting; `None` when the key is absent.
+    /// Changes `key`'s slot with `f`, keeping the accounting (a value left in memory counts as
+    /// just used); `None` when the key is absent.
     pub(crate) fn update<R>(&mut self, key: &K, f: impl FnOnce(&mut Slot<V>) -> R) -> Option<R> {
-        let mut slot = self.slots.remove(key)?;
-        self.forget(key, &slot);
-        let result = f(&mut slot);
-        self.count(key, &slot);
-        self.slots.insert(key.clone(), slot);
+        let slot = self.slots.get_mut(key)?;
+        self.tally.forget(key, slot);
+        let result = f(slot);
+        self.tally.count(key, slot);
         Some(result)
     }
 
@@ -135,18 +172,18 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
             ..
         }) = self.slots.get(key)
         {
-            self.order.touch(key, *weight);
+            self.tally.order.touch(key, *weight);
         }
     }
 
     /// The priority of the next victim (higher leaves first; comparable between shards).
     pub(crate) fn peek_priority(&self) -> Option<u64> {
-        self.order.peek_priority()
+        self.tally.order.peek_priority()
     }
 
     /// The weight of the next victim and whether it must be written first.
     pub(crate) fn peek_victim(&self) -> Option<(u64, bool)> {
-        let key = self.order.peek()?;
+        let key = self.tally.order.peek()?;
         let slot = self.slots.get(key)?;
         Some((slot.memory_weight(), slot.stored != Stored::Current))
     }
@@ -154,8 +191,8 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
     /// Takes the next victim out of memory: a clean one becomes `Disk`, a dirty one
     /// `Writing` (the caller must queue its write).
     pub(crate) fn take_victim(&mut self) -> Option<Victim<K, V>> {
-        let (key, _) = self.order.pop()?;
-        let mut slot = self.slots.remove(&key)?;
+        let (key, _) = self.tally.order.pop()?;
+        let slot = self.slots.get_mut(&key)?;
         let Held::Memory { value, weight } = std::mem::replace(
             &mut slot.held,
             Held::Disk {
@@ -165,62 +202,74 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
             debug_assert!(false, "a key in the eviction order is not in memory");
             return None;
         };
-        self.memory_bytes -= weight;
-        let victim = if slot.stored == Stored::Current {
+        self.tally.memory_bytes -= weight;
+        if slot.stored == Stored::Current {
             slot.held = Held::Disk {
                 weak: Arc::downgrade(&value),
             };
-            Victim::Clean { weight }
-        } else {
-            self.writing += 1;
-            slot.held = Held::Writing {
-                value: value.clone(),
-                weight,
-            };
-            Victim::Dirty {
-                key: key.clone(),
-                value,
-                weight,
-                version: slot.version,
-            }
+            return Some(Victim::Clean { weight });
+        }
+        self.tally.writing += 1;
+        slot.held = Held::Writing {
+            value: value.clone(),
+            weight,
         };
-        self.slots.insert(key, slot);
-        Some(victim)
+        Some(Victim::Dirty {
+            key,
+            value,
+            weight,
+            version: slot.version,
+        })
     }
 
-    /// A queued write of `key`'s value `version` is done: `Writing` becomes `Disk` (written)
-    /// or `Memory` again (failed; returns the weight now back in memory).
+    /// A queued write of `key`'s evicted value `version` is done: `Writing` becomes `Disk`
+    /// (written) or `Memory` again (failed; returns the weight now back in memory).
     pub(crate) fn write_done(&mut self, key: &K, version: u64, written: bool) -> u64 {
-        self.update(key, |slot| {
-            if slot.version != version {
-                return 0;
-            }
-            if written {
-                slot.stored = Stored::Current;
-            }
-            match std::mem::replace(
-                &mut slot.held,
-                Held::Disk {
-                    weak: std::sync::Weak::new(),
-                },
-            ) {
-                Held::Writing { value, weight } if !written => {
-                    slot.held = Held::Memory { value, weight };
-                    weight
-                }
-                Held::Writing { value, .. } => {
-                    slot.held = Held::Disk {
-                        weak: Arc::downgrade(&value),
-                    };
-                    0
-                }
-                other => {
-                    slot.held = other;
-                    0
-                }
-            }
-        })
-        .unwrap_or(0)
+        let Some(slot) = self.slots.get_mut(key) else {
+            return 0;
+        };
+        if slot.version != version {
+            return 0;
+        }
+        if written && slot.stored != Stored::Current {
+            slot.stored = Stored::Current;
+            self.tally.on_disk += 1;
+        }
+        let Held::Writing { value, weight } = std::mem::replace(
+            &mut slot.held,
+            Held::Disk {
+                weak: std::sync::Weak::new(),
+            },
+        ) else {
+            debug_assert!(
+                false,
+                "a write of an evicted value finished on a slot not Writing"
+            );
+            return 0;
+        };
+        self.tally.writing -= 1;
+        if written {
+            slot.held = Held::Disk {
+                weak: Arc::downgrade(&value),
+            };
+            return 0;
+        }
+        slot.held = Held::Memory { value, weight };
+        self.tally.memory_bytes += weight;
+        self.tally.order.admit(key.clone(), weight);
+        weight
+    }
+
+    /// A flush's write of `key`'s value `version` (left in memory) is done: the disk now holds
+    /// it. Not a use: the key keeps its place in the eviction order.
+    pub(crate) fn mark_written(&mut self, key: &K, version: u64) {
+        if let Some(slot) = self.slots.get_mut(key)
+            && slot.version == version
+            && slot.stored != Stored::Current
+        {
+            slot.stored = Stored::Current;
+            self.tally.on_disk += 1;
+        }
     }
 
     /// Holds a value read back from disk in memory when the slot still has `version` on disk
@@ -266,17 +315,40 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
 
     /// Slots whose value is in memory: counted against the budget, or waiting for a write.
     pub(crate) fn in_memory(&self) -> usize {
-        self.order.len() + self.writing as usize
+        self.tally.order.len() + self.tally.writing as usize
     }
 
     pub(crate) fn on_disk(&self) -> u64 {
-        self.on_disk
+        self.tally.on_disk
+    }
+
+    /// Recomputes the tally from the slots and checks it (tests).
+    #[cfg(test)]
+    fn check_tally(&self) {
+        let mut memory = (0, 0);
+        let (mut on_disk, mut writing) = (0, 0);
+        for slot in self.slots.values() {
+            if let Held::Memory { weight, .. } = slot.held {
+                memory = (memory.0 + weight, memory.1 + 1);
+            }
+            on_disk += u64::from(slot.stored == Stored::Current);
+            writing += u64::from(matches!(slot.held, Held::Writing { .. }));
+        }
+        assert_eq!(
+            (memory.0, memory.1, on_disk, writing),
+            (
+                self.tally.memory_bytes,
+                self.tally.order.len(),
+                self.tally.on_disk,
+                self.tally.writing
+            )
+        );
     }
 
     /// The weights of this shard's in-memory values (the chest keeps the chest-wide count).
     #[cfg(test)]
     pub(crate) fn memory_bytes(&self) -> u64 {
-        self.memory_bytes
+        self.tally.memory_bytes
     }
 }
 
@@ -347,5 +419,60 @@ mod tests {
             (m.memory_bytes(), m.in_memory(), m.len(), m.on_disk()),
             (0, 0, 0, 0)
         );
+    }
+
+    #[test]
+    fn the_tally_matches_the_slots_after_every_transition() {
+        let mut m: MemoryTier<u8, u32> = MemoryTier::new(Policy::Lru, 0);
+        let mut writes: Vec<(u8, u64)> = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for version in 1..5000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = (x % 13) as u8;
+            match (x >> 8) % 8 {
+                0 | 1 => {
+                    m.replace(key, |old| Slot {
+                        held: Held::Memory {
+                            value: Arc::new(version as u32),
+                            weight: x % 50 + 1,
+                        },
+                        stored: old.map_or(Stored::Nothing, Slot::stored_after_replace),
+                        version,
+                    });
+                }
+                2 => {
+                    if let Some(Victim::Dirty { key, version, .. }) = m.take_victim() {
+                        writes.push((key, version));
+                    }
+                }
+                3 if !writes.is_empty() => {
+                    let (key, version) = writes.remove((x >> 16) as usize % writes.len());
+                    let back = m.write_done(&key, version, !(x >> 24).is_multiple_of(3));
+                    assert!(back == 0 || m.get(&key).unwrap().memory_weight() == back);
+                }
+                4 => {
+                    let current = m.get(&key).map(|s| s.version);
+                    if let Some(v) = current {
+                        let before = m.tally.order.peek().copied();
+                        m.mark_written(&key, v);
+                        assert_eq!(m.tally.order.peek().copied(), before, "not a use");
+                    }
+                }
+                5 => {
+                    m.update(&key, |slot| slot.version = version);
+                    writes.retain(|(k, _)| *k != key);
+                }
+                6 => {
+                    m.note_write_queued(&key);
+                }
+                _ => {
+                    m.remove(&key);
+                    writes.retain(|(k, _)| *k != key);
+                }
+            }
+            m.check_tally();
+        }
     }
 }

@@ -292,11 +292,7 @@ where
             }
             self.in_flight.fetch_sub(weight, Ordering::AcqRel);
         } else if written {
-            shard.update(key, |slot| {
-                if slot.version == version {
-                    slot.stored = Stored::Current;
-                }
-            });
+            shard.mark_written(key, version);
         }
     }
 
