@@ -468,9 +468,23 @@ where
     fn insert_arc(&self, key: K, value: Arc<V>) -> Result<()> {
         self.refuse_if_read_only()?;
         self.take_deferred()?;
-        let key_bytes = self.encode_key(&key)?;
-        let weight = self.weigh(&key_bytes, &value)?;
+        // The key must encode (checked by counting its bytes: no allocation); its bytes are
+        // made only when needed, for a direct write or an error message.
+        self.codec
+            .encoded_len(&key)
+            .map_err(|source| Error::Encode {
+                what: "key".into(),
+                source,
+            })?;
+        let weight = match &self.weigher {
+            Some(weigher) => weigher(&value),
+            None => match self.codec.encoded_len(&*value) {
+                Ok(len) => len,
+                Err(source) => return Err(Self::encode_error(&self.encode_key(&key)?, source)),
+            },
+        };
         if weight > self.budget || self.largest_goes_to_disk(weight) {
+            let key_bytes = self.encode_key(&key)?;
             return self.store_direct(key, &key_bytes, value);
         }
         let synchronous = self.spills_synchronously();
