@@ -48,6 +48,14 @@ fn account<V>(slot: &Slot<V>) -> (u64, bool) {
     (slot.memory_weight(), slot.stored == Stored::Current)
 }
 
+/// The weight of a slot's value if it is held in memory (so in the eviction order).
+fn held_weight<V>(slot: &Slot<V>) -> Option<u64> {
+    match slot.held {
+        Held::Memory { weight, .. } => Some(weight),
+        _ => None,
+    }
+}
+
 impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
     pub(crate) fn new(policy: Policy, capacity: usize) -> Self {
         MemoryTier {
@@ -63,12 +71,12 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         self.slots.get(key)
     }
 
-    fn forget(&mut self, key: &K, slot: &Slot<V>) {
+    /// Takes a slot out of the counts (not out of the eviction order: see [`reorder`]).
+    ///
+    /// [`reorder`]: Self::reorder
+    fn uncount(&mut self, slot: &Slot<V>) {
         let (weight, current) = account(slot);
-        if matches!(slot.held, Held::Memory { .. }) {
-            self.memory_bytes -= weight;
-            self.order.remove(key);
-        }
+        self.memory_bytes -= weight;
         if current {
             self.on_disk -= 1;
         }
@@ -77,12 +85,9 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         }
     }
 
-    fn count(&mut self, key: &K, slot: &Slot<V>) {
+    fn count(&mut self, slot: &Slot<V>) {
         let (weight, current) = account(slot);
-        if matches!(slot.held, Held::Memory { .. }) {
-            self.memory_bytes += weight;
-            self.order.admit(key.clone(), weight);
-        }
+        self.memory_bytes += weight;
         if current {
             self.on_disk += 1;
         }
@@ -91,26 +96,55 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         }
     }
 
-    /// Sets `key`'s slot, returning the one it replaces.
+    /// Tells the eviction order that `key`'s slot changed from `before` to `after` (each a
+    /// weight held in memory, or `None`). A value that stays in memory keeps its place unless
+    /// the change is a new value (`used`: an overwrite counts as a use) or its weight
+    /// changed; a change of what the disk holds (a flush, a finished write) is not a use.
+    fn reorder(&mut self, key: &K, before: Option<u64>, after: Option<u64>, used: bool) {
+        match (before, after) {
+            (Some(_), None) => self.order.remove(key),
+            (None, Some(weight)) => self.order.admit(key.clone(), weight),
+            (Some(old), Some(weight)) if used || old != weight => {
+                self.order.admit(key.clone(), weight);
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets `key`'s slot, returning the one it replaces. A new value over one held in memory
+    /// counts as a use of the key.
     pub(crate) fn put(&mut self, key: K, slot: Slot<V>) -> Option<Slot<V>> {
-        let old = self.remove(&key);
-        self.count(&key, &slot);
+        let old = self.slots.remove(&key);
+        if let Some(old) = &old {
+            self.uncount(old);
+        }
+        self.count(&slot);
+        self.reorder(
+            &key,
+            old.as_ref().and_then(held_weight),
+            held_weight(&slot),
+            true,
+        );
         self.slots.insert(key, slot);
         old
     }
 
     pub(crate) fn remove(&mut self, key: &K) -> Option<Slot<V>> {
         let old = self.slots.remove(key)?;
-        self.forget(key, &old);
+        self.uncount(&old);
+        self.reorder(key, held_weight(&old), None, false);
         Some(old)
     }
 
     /// Changes `key`'s slot with `f`, keeping the accounting; `None` when the key is absent.
+    /// A value that stays in memory with the same weight keeps its place in the eviction order.
     pub(crate) fn update<R>(&mut self, key: &K, f: impl FnOnce(&mut Slot<V>) -> R) -> Option<R> {
         let mut slot = self.slots.remove(key)?;
-        self.forget(key, &slot);
+        self.uncount(&slot);
+        let before = held_weight(&slot);
         let result = f(&mut slot);
-        self.count(key, &slot);
+        self.count(&slot);
+        self.reorder(key, before, held_weight(&slot), false);
         self.slots.insert(key.clone(), slot);
         Some(result)
     }
@@ -334,5 +368,28 @@ mod tests {
             (m.memory_bytes(), m.in_memory(), m.len(), m.on_disk()),
             (0, 0, 0, 0)
         );
+    }
+
+    #[test]
+    fn a_finished_write_keeps_the_place_and_an_overwrite_counts_as_a_use() {
+        for policy in [Policy::Lru] {
+            let mut m = MemoryTier::new(policy, 0);
+            m.put("a", hot(1, 10, 1));
+            m.put("b", hot(2, 20, 2));
+            assert_eq!(m.peek_victim(), Some((10, true)), "{policy:?}: a came first");
+            // A flush wrote a's value: not a use, so a is still the next victim.
+            m.update(&"a", |slot| slot.stored = Stored::Current);
+            assert_eq!(m.peek_victim(), Some((10, false)), "{policy:?}");
+            assert_eq!((m.on_disk(), m.memory_bytes()), (1, 30));
+            // A new value of a over the one in memory is a use: b leaves first.
+            m.put("a", hot(3, 11, 3));
+            assert_eq!(m.peek_victim(), Some((20, true)), "{policy:?}");
+            assert_eq!((m.on_disk(), m.memory_bytes(), m.in_memory()), (0, 31, 2));
+            let Some(Victim::Dirty { key, .. }) = m.take_victim() else {
+                panic!("{policy:?}: b has no disk copy");
+            };
+            assert_eq!(key, "b");
+            assert_eq!(m.peek_victim(), Some((11, true)), "{policy:?}");
+        }
     }
 }
