@@ -372,11 +372,15 @@ mod tests {
 
     #[test]
     fn a_finished_write_keeps_the_place_and_an_overwrite_counts_as_a_use() {
-        for policy in [Policy::Lru] {
+        for policy in [Policy::Lru, Policy::S3Fifo] {
             let mut m = MemoryTier::new(policy, 0);
             m.put("a", hot(1, 10, 1));
             m.put("b", hot(2, 20, 2));
-            assert_eq!(m.peek_victim(), Some((10, true)), "{policy:?}: a came first");
+            assert_eq!(
+                m.peek_victim(),
+                Some((10, true)),
+                "{policy:?}: a came first"
+            );
             // A flush wrote a's value: not a use, so a is still the next victim.
             m.update(&"a", |slot| slot.stored = Stored::Current);
             assert_eq!(m.peek_victim(), Some((10, false)), "{policy:?}");

@@ -1,0 +1,460 @@
+//! S3-FIFO (Yang et al., "FIFO queues are all you need for cache eviction", SOSP 2023), with
+//! the queues' sizes counted in bytes.
+//!
+//! Every value held sits in one of two FIFO queues. A new value joins the *small* queue. While
+//! the small queue holds at least a tenth of the bytes (or the main queue is empty), victims
+//! come from its front: a value used since it came in moves to the back of the *main* queue
+//! instead, and one that was not leaves, its key kept as a *ghost* (a 32-bit fingerprint).
+//! A value whose key is a ghost when it enters memory (read back from disk soon after it
+//! left) joins the main queue directly. Otherwise victims come from the main queue's front: a
+//! value used since it last got there goes round again with one use fewer (at most three are
+//! counted), any other leaves.
+//!
+//! So a value used once (one pass over many values) leaves through the small queue without
+//! pushing out the values used again, and a value in the main queue stays one round per use.
+//!
+//! A victim handed out by [`pop`](S3Fifo::pop) is gone from the order. [`peek`](S3Fifo::peek)
+//! names the key `pop` would take without changing anything, by following `pop` over the
+//! values it would move. Queue stamps come from one process-wide counter, so the next
+//! victims of several orders (the shards of one chest) can be compared by age
+//! ([`peek_priority`](S3Fifo::peek_priority)).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Uses counted per value: a value of the main queue goes round at most this many times
+/// without a new use.
+const MAX_USES: u8 = 3;
+/// Victims come from the small queue while it holds at least 1 / `SMALL_SHARE` of the bytes.
+const SMALL_SHARE: u128 = 10;
+/// Ghosts kept however few keys are held, so that an order holding a handful of large values
+/// still knows one that comes back.
+const MIN_GHOSTS: usize = 16;
+/// Set in the priority of a victim that leaves from the small queue: those leave first.
+const SMALL_BIT: u64 = 1 << 63;
+
+/// Queue stamps, shared by every order in the process: a lower stamp joined its queue
+/// earlier, whichever shard it is in.
+static STAMPS: AtomicU64 = AtomicU64::new(0);
+
+fn next_stamp() -> u64 {
+    STAMPS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The priority of a victim (higher leaves first): from a small queue before from a main one,
+/// then the earlier stamp.
+fn priority(stamp: u64, from_small: bool) -> u64 {
+    let age = (SMALL_BIT - 1).saturating_sub(stamp);
+    if from_small { age | SMALL_BIT } else { age }
+}
+
+/// Which queue a value is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Small,
+    Main,
+}
+
+/// What the order knows of a value held.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Its key in its queue; a new stamp each time it joins the back of a queue.
+    stamp: u64,
+    weight: u64,
+    /// Uses since it joined its queue or last went round, at most `MAX_USES`.
+    uses: u8,
+    queue: Queue,
+}
+
+/// One FIFO queue, oldest stamp first, with the weights of its values.
+#[derive(Debug)]
+struct Fifo<K> {
+    by_stamp: BTreeMap<u64, K>,
+    bytes: u64,
+}
+
+impl<K> Fifo<K> {
+    fn new() -> Self {
+        Fifo {
+            by_stamp: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+
+    fn push(&mut self, stamp: u64, key: K, weight: u64) {
+        self.by_stamp.insert(stamp, key);
+        self.bytes += weight;
+    }
+}
+
+/// Fingerprints of keys that left recently: the newest `capacity` added (a taken one stops
+/// counting at once; the rest are dropped oldest first as new ones come).
+#[derive(Debug, Default)]
+struct Ghosts {
+    /// Fingerprint -> the number of the addition that made it a ghost.
+    live: HashMap<u32, u32>,
+    /// Additions, oldest first; an entry whose number `live` no longer holds is stale.
+    added: VecDeque<(u32, u32)>,
+    /// Additions so far, wrapping (a number is compared only with the numbers in `added`,
+    /// never more than `capacity` apart).
+    count: u32,
+}
+
+impl Ghosts {
+    fn add(&mut self, fingerprint: u32, capacity: usize) {
+        self.count = self.count.wrapping_add(1);
+        self.live.insert(fingerprint, self.count);
+        self.added.push_back((fingerprint, self.count));
+        while self.added.len() > capacity {
+            let Some((old, number)) = self.added.pop_front() else {
+                break;
+            };
+            if self.live.get(&old) == Some(&number) {
+                self.live.remove(&old);
+            }
+        }
+    }
+
+    /// True if `fingerprint` was a ghost; it is one no longer.
+    fn take(&mut self, fingerprint: u32) -> bool {
+        self.live.remove(&fingerprint).is_some()
+    }
+}
+
+/// The S3-FIFO order over the keys of one shard's values in memory.
+#[derive(Debug)]
+pub(super) struct S3Fifo<K> {
+    entries: HashMap<K, Entry>,
+    small: Fifo<K>,
+    main: Fifo<K>,
+    ghosts: Ghosts,
+    /// A fixed hasher for fingerprints, so that the same keys give the same decisions in
+    /// every run.
+    fingerprints: BuildHasherDefault<DefaultHasher>,
+}
+
+impl<K: Hash + Eq + Clone> S3Fifo<K> {
+    pub(super) fn new() -> Self {
+        S3Fifo {
+            entries: HashMap::new(),
+            small: Fifo::new(),
+            main: Fifo::new(),
+            ghosts: Ghosts::default(),
+            fingerprints: BuildHasherDefault::default(),
+        }
+    }
+
+    fn fingerprint(&self, key: &K) -> u32 {
+        (self.fingerprints.hash_one(key) >> 32) as u32
+    }
+
+    fn fifo(&mut self, queue: Queue) -> &mut Fifo<K> {
+        match queue {
+            Queue::Small => &mut self.small,
+            Queue::Main => &mut self.main,
+        }
+    }
+
+    /// True when the next victim comes from the small queue, for a small queue of
+    /// `small_bytes` beside a main queue of `main_len` values (the total of bytes is the
+    /// order's: moving values between the queues does not change it).
+    fn small_is_source(&self, small_bytes: u64, main_len: usize) -> bool {
+        let total = u128::from(self.small.bytes) + u128::from(self.main.bytes);
+        main_len == 0 || u128::from(small_bytes) * SMALL_SHARE >= total
+    }
+
+    /// A value entering memory with `weight`: into the main queue if its key is a ghost, else
+    /// into the small one. A key already held counts a use, and takes `weight` as its weight.
+    pub(super) fn admit(&mut self, key: K, weight: u64) {
+        if self.entries.contains_key(&key) {
+            self.touch(&key, weight);
+            return;
+        }
+        let queue = if self.ghosts.take(self.fingerprint(&key)) {
+            Queue::Main
+        } else {
+            Queue::Small
+        };
+        let stamp = next_stamp();
+        self.entries.insert(
+            key.clone(),
+            Entry {
+                stamp,
+                weight,
+                uses: 0,
+                queue,
+            },
+        );
+        self.fifo(queue).push(stamp, key, weight);
+    }
+
+    /// A use of a held key, whose weight is now `weight`; nothing if the key is not held.
+    pub(super) fn touch(&mut self, key: &K, weight: u64) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        entry.uses = (entry.uses + 1).min(MAX_USES);
+        let (queue, old) = (entry.queue, entry.weight);
+        entry.weight = weight;
+        let fifo = self.fifo(queue);
+        fifo.bytes = fifo.bytes - old + weight;
+    }
+
+    /// Forgets a held key (its value was removed, replaced, or left memory by other means
+    /// than `pop`). A key whose value was used again (in the main queue, or used in the small
+    /// one) becomes a ghost, so a new value of it (an `update`) joins the main queue.
+    pub(super) fn remove(&mut self, key: &K) {
+        let Some(entry) = self.entries.remove(key) else {
+            return;
+        };
+        let fifo = self.fifo(entry.queue);
+        fifo.by_stamp.remove(&entry.stamp);
+        fifo.bytes -= entry.weight;
+        if entry.queue == Queue::Main || entry.uses > 0 {
+            self.add_ghost(key);
+        }
+    }
+
+    fn add_ghost(&mut self, key: &K) {
+        let capacity = self.entries.len().max(MIN_GHOSTS);
+        self.ghosts.add(self.fingerprint(key), capacity);
+    }
+
+    /// Takes the next victim out of the order for good, with its priority (from the stamp it
+    /// had when it left). Used values met on the way move to the main queue or go round it.
+    pub(super) fn pop(&mut self) -> Option<(K, u64)> {
+        loop {
+            let from_small = !self.small.by_stamp.is_empty()
+                && self.small_is_source(self.small.bytes, self.main.by_stamp.len());
+            let fifo = if from_small {
+                &mut self.small
+            } else {
+                &mut self.main
+            };
+            let (stamp, key) = fifo.by_stamp.pop_first()?;
+            let Some(entry) = self.entries.get_mut(&key) else {
+                debug_assert!(false, "a queued key has no entry");
+                continue;
+            };
+            fifo.bytes -= entry.weight;
+            if entry.uses > 0 {
+                entry.uses = if from_small { 0 } else { entry.uses - 1 };
+                entry.queue = Queue::Main;
+                entry.stamp = next_stamp();
+                self.main.push(entry.stamp, key, entry.weight);
+                continue;
+            }
+            self.entries.remove(&key);
+            if from_small {
+                self.add_ghost(&key);
+            }
+            return Some((key, priority(stamp, from_small)));
+        }
+    }
+
+    /// The key [`pop`](Self::pop) would take next.
+    pub(super) fn peek(&self) -> Option<&K> {
+        self.next_victim().map(|(key, _)| key)
+    }
+
+    /// The priority of the next victim (higher leaves first), comparable between the orders
+    /// of one process: a value leaving from a small queue before one leaving from a main
+    /// queue, then the one whose stamp is older.
+    pub(super) fn peek_priority(&self) -> Option<u64> {
+        let (key, from_small) = self.next_victim()?;
+        Some(priority(self.entries[key].stamp, from_small))
+    }
+
+    /// The next victim and whether it leaves from the small queue, found by following `pop`
+    /// without moving anything.
+    fn next_victim(&self) -> Option<(&K, bool)> {
+        // Through the small queue while it is the source: pop would move each used value to
+        // the back of the main queue, taking its bytes out of the small queue.
+        let (mut small_bytes, mut main_len) = (self.small.bytes, self.main.by_stamp.len());
+        let mut first_moved = None;
+        for key in self.small.by_stamp.values() {
+            if !self.small_is_source(small_bytes, main_len) {
+                break;
+            }
+            let entry = &self.entries[key];
+            if entry.uses == 0 {
+                return Some((key, true));
+            }
+            small_bytes -= entry.weight;
+            main_len += 1;
+            first_moved.get_or_insert(key);
+        }
+        // Then the main queue. Its first unused value leaves; if every one was used, pop
+        // sends each round once with a use fewer, and the values moved from the small queue
+        // (no uses) wait behind them: the first of those leaves, or if there is none, the
+        // first value of the fewest uses.
+        let mut fewest: Option<(&K, u8)> = None;
+        for key in self.main.by_stamp.values() {
+            let uses = self.entries[key].uses;
+            if uses == 0 {
+                return Some((key, false));
+            }
+            if fewest.is_none_or(|(_, least)| uses < least) {
+                fewest = Some((key, uses));
+            }
+        }
+        first_moved
+            .or(fewest.map(|(key, _)| key))
+            .map(|key| (key, false))
+    }
+
+    /// Keys held.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// The queues agree with the entries: each held key in its queue at its stamp, and each
+    /// queue's bytes the sum of its values' weights.
+    fn check(o: &S3Fifo<u32>) {
+        for (queue, fifo) in [(Queue::Small, &o.small), (Queue::Main, &o.main)] {
+            let mut bytes = 0;
+            for (stamp, key) in &fifo.by_stamp {
+                let entry = o.entries[key];
+                assert_eq!((entry.stamp, entry.queue), (*stamp, queue), "key {key}");
+                bytes += entry.weight;
+            }
+            assert_eq!(fifo.bytes, bytes, "{queue:?} queue bytes");
+        }
+        assert_eq!(o.len(), o.small.by_stamp.len() + o.main.by_stamp.len());
+        assert!(o.ghosts.live.len() <= o.ghosts.added.len());
+    }
+
+    /// A fixed xorshift sequence: `next(n)` is below `n`.
+    fn xorshift(mut x: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        }
+    }
+
+    /// Counts from [`random_operations`].
+    #[derive(Debug, Default)]
+    struct Seen {
+        pops: u32,
+        from_small: u32,
+        /// Victims that moved to the main queue or went round it during their pop (their
+        /// priority changed): the walks `peek` must follow.
+        moved: u32,
+    }
+
+    /// Runs a fixed random sequence of admits, uses, removals and pops in the proportions
+    /// `mix` gives, over `keys` keys, checking `peek` and `peek_priority` against every pop
+    /// and the queues against the entries after every step.
+    fn random_operations(seed: u64, mix: [u64; 4], keys: u64) -> Seen {
+        let mut next = xorshift(seed);
+        let mut o = S3Fifo::new();
+        let mut held = HashSet::new();
+        let mut seen = Seen::default();
+        let [admit, touch, remove, pop] = mix;
+        for _ in 0..30_000 {
+            let key = next(keys) as u32;
+            let op = next(admit + touch + remove + pop);
+            if op < admit {
+                o.admit(key, 1 + next(50));
+                held.insert(key);
+            } else if op < admit + touch {
+                o.touch(&key, 1 + next(50));
+            } else if op < admit + touch + remove {
+                o.remove(&key);
+                held.remove(&key);
+            } else {
+                let (expected, priority) = (o.peek().copied(), o.peek_priority());
+                let popped = o.pop();
+                assert_eq!(popped.map(|(k, _)| k), expected);
+                let small = |p: Option<u64>| p.map(|p| p & SMALL_BIT != 0);
+                assert_eq!(small(popped.map(|(_, p)| p)), small(priority));
+                if let Some((k, p)) = popped {
+                    assert!(held.remove(&k));
+                    assert!(!o.entries.contains_key(&k), "popped for good");
+                    seen.pops += 1;
+                    seen.from_small += u32::from(p & SMALL_BIT != 0);
+                    seen.moved += u32::from(Some(p) != priority);
+                }
+            }
+            check(&o);
+            assert_eq!(o.len(), held.len());
+        }
+        while let Some(next) = o.peek().copied() {
+            assert_eq!(o.pop().map(|(k, _)| k), Some(next));
+        }
+        assert_eq!((o.len(), o.small.bytes, o.main.bytes), (0, 0, 0));
+        assert!(o.pop().is_none() && o.peek_priority().is_none());
+        seen
+    }
+
+    #[test]
+    fn peek_names_what_pop_takes_under_random_operations() {
+        // Balanced; then many uses, so that whole main queues have been used and values
+        // moved from the small queue wait behind them; then few pops over many keys.
+        let mixes = [[3, 3, 1, 5], [2, 12, 1, 3], [4, 6, 1, 2]];
+        let mut total = Seen::default();
+        for (seed, mix) in (1..).zip(mixes) {
+            for keys in [8, 64, 512] {
+                let seen = random_operations(0x2545_f491_4f6c_dd1d * seed, mix, keys);
+                assert!(seen.pops > 1000, "{mix:?} over {keys} keys: {seen:?}");
+                total.pops += seen.pops;
+                total.from_small += seen.from_small;
+                total.moved += seen.moved;
+            }
+        }
+        assert!(
+            total.from_small > 1000 && total.pops - total.from_small > 1000 && total.moved > 1000,
+            "{total:?}"
+        );
+    }
+
+    #[test]
+    fn ghosts_are_the_newest_capacity_added_and_each_is_taken_once() {
+        let mut g = Ghosts::default();
+        for f in 0..100 {
+            g.add(f, 10);
+        }
+        assert_eq!((g.live.len(), g.added.len()), (10, 10));
+        assert!(!g.take(89), "too old");
+        assert!(g.take(90));
+        assert!(!g.take(90), "taken once");
+        // Added again while still a ghost: counted from its newest addition.
+        g.add(95, 10);
+        for f in 200..208 {
+            g.add(f, 10);
+        }
+        assert!(!g.take(96), "pushed out");
+        assert!(g.take(95));
+        assert!(g.live.len() <= 10);
+    }
+
+    #[test]
+    fn ghost_count_follows_the_keys_held() {
+        let mut o = S3Fifo::new();
+        for k in 0..1000u32 {
+            o.admit(k, 1);
+        }
+        // Every unused value leaves through the small queue and leaves a ghost.
+        for _ in 0..900 {
+            o.pop();
+        }
+        assert_eq!(o.len(), 100);
+        assert_eq!(o.ghosts.live.len(), 100);
+        // The newest ghost comes back into the main queue; an old one is a new value.
+        o.admit(899, 1);
+        o.admit(0, 1);
+        assert_eq!(o.entries[&899].queue, Queue::Main);
+        assert_eq!(o.entries[&0].queue, Queue::Small);
+        check(&o);
+    }
+}
