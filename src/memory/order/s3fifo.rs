@@ -13,10 +13,11 @@
 //! So a value used once (one pass over many values) leaves through the small queue without
 //! pushing out the values used again, and a value in the main queue stays one round per use.
 //!
-//! A victim handed out by [`pop`](S3Fifo::pop) is gone from the order. [`peek`](S3Fifo::peek)
-//! names the key `pop` would take without changing anything, by following `pop` over the
-//! values it would move. Queue stamps come from one process-wide counter, so the next
-//! victims of several orders (the shards of one chest) can be compared by age
+//! Ghosts are as many as the keys held (the newest count; at least one). A victim handed out
+//! by [`pop`](S3Fifo::pop) is gone from the order. [`peek`](S3Fifo::peek) names the key `pop`
+//! would take without changing anything, by following `pop` over the values it would move.
+//! Queue stamps come from one process-wide counter, so the next victims of several orders
+//! (the shards of one chest) can be ranked as if they were in one order
 //! ([`peek_priority`](S3Fifo::peek_priority)).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -29,8 +30,10 @@ const MAX_USES: u8 = 3;
 /// Victims come from the small queue while it holds at least 1 / `SMALL_SHARE` of the bytes.
 const SMALL_SHARE: u128 = 10;
 /// Ghosts kept however few keys are held, so that an order holding a handful of large values
-/// still knows one that comes back.
-const MIN_GHOSTS: usize = 16;
+/// still knows one that comes back. Per order, so per shard: a chest of 16 shards keeps at
+/// least 16. More would make a chest that holds a few values remember most keys that ever
+/// left it, and send every value read back straight to the main queue, as if read twice.
+const MIN_GHOSTS: usize = 1;
 /// Set in the priority of a victim that leaves from the small queue: those leave first.
 const SMALL_BIT: u64 = 1 << 63;
 
@@ -54,6 +57,18 @@ fn priority(stamp: u64, from_small: bool) -> u64 {
 enum Queue {
     Small,
     Main,
+}
+
+/// How [`S3Fifo::pop`] reaches its next victim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    /// At the front of the small queue (after moving used values to the main queue).
+    Small,
+    /// At the front of the main queue (after sending used values round).
+    Main,
+    /// Only after the victim itself moved to the back of the main queue, or every value of
+    /// the main queue went round.
+    AfterRound,
 }
 
 /// What the order knows of a value held.
@@ -259,16 +274,22 @@ impl<K: Hash + Eq + Clone> S3Fifo<K> {
     }
 
     /// The priority of the next victim (higher leaves first), comparable between the orders
-    /// of one process: a value leaving from a small queue before one leaving from a main
-    /// queue, then the one whose stamp is older.
+    /// of one process, as if they were one order: a value leaving from a small queue before
+    /// one leaving from a main queue, then the one whose stamp is older. A victim that `pop`
+    /// reaches only after sending it or every value of the main queue to its back counts as
+    /// the newest value: that is where it would be in one order.
     pub(super) fn peek_priority(&self) -> Option<u64> {
-        let (key, from_small) = self.next_victim()?;
-        Some(priority(self.entries[key].stamp, from_small))
+        let (key, reached) = self.next_victim()?;
+        Some(match reached {
+            Reached::Small => priority(self.entries[key].stamp, true),
+            Reached::Main => priority(self.entries[key].stamp, false),
+            Reached::AfterRound => priority(STAMPS.load(Ordering::Relaxed), false),
+        })
     }
 
-    /// The next victim and whether it leaves from the small queue, found by following `pop`
-    /// without moving anything.
-    fn next_victim(&self) -> Option<(&K, bool)> {
+    /// The next victim and how `pop` reaches it, found by following `pop` without moving
+    /// anything.
+    fn next_victim(&self) -> Option<(&K, Reached)> {
         // Through the small queue while it is the source: pop would move each used value to
         // the back of the main queue, taking its bytes out of the small queue.
         let (mut small_bytes, mut main_len) = (self.small.bytes, self.main.by_stamp.len());
@@ -279,7 +300,7 @@ impl<K: Hash + Eq + Clone> S3Fifo<K> {
             }
             let entry = &self.entries[key];
             if entry.uses == 0 {
-                return Some((key, true));
+                return Some((key, Reached::Small));
             }
             small_bytes -= entry.weight;
             main_len += 1;
@@ -293,7 +314,7 @@ impl<K: Hash + Eq + Clone> S3Fifo<K> {
         for key in self.main.by_stamp.values() {
             let uses = self.entries[key].uses;
             if uses == 0 {
-                return Some((key, false));
+                return Some((key, Reached::Main));
             }
             if fewest.is_none_or(|(_, least)| uses < least) {
                 fewest = Some((key, uses));
@@ -301,7 +322,7 @@ impl<K: Hash + Eq + Clone> S3Fifo<K> {
         }
         first_moved
             .or(fewest.map(|(key, _)| key))
-            .map(|key| (key, false))
+            .map(|key| (key, Reached::AfterRound))
     }
 
     /// Keys held.
@@ -342,24 +363,22 @@ mod tests {
         }
     }
 
-    /// Counts from [`random_operations`].
+    /// Counts from [`random_operations`]: victims popped, by how `pop` reached them.
     #[derive(Debug, Default)]
     struct Seen {
-        pops: u32,
-        from_small: u32,
-        /// Victims that moved to the main queue or went round it during their pop (their
-        /// priority changed): the walks `peek` must follow.
-        moved: u32,
+        small: u32,
+        main: u32,
+        /// After moving the victim or a whole main queue round: the walks `peek` must follow.
+        after_round: u32,
     }
 
     /// Runs a fixed random sequence of admits, uses, removals and pops in the proportions
     /// `mix` gives, over `keys` keys, checking `peek` and `peek_priority` against every pop
     /// and the queues against the entries after every step.
-    fn random_operations(seed: u64, mix: [u64; 4], keys: u64) -> Seen {
+    fn random_operations(seed: u64, mix: [u64; 4], keys: u64, seen: &mut Seen) {
         let mut next = xorshift(seed);
         let mut o = S3Fifo::new();
         let mut held = HashSet::new();
-        let mut seen = Seen::default();
         let [admit, touch, remove, pop] = mix;
         for _ in 0..30_000 {
             let key = next(keys) as u32;
@@ -373,17 +392,24 @@ mod tests {
                 o.remove(&key);
                 held.remove(&key);
             } else {
-                let (expected, priority) = (o.peek().copied(), o.peek_priority());
+                let expected = o.next_victim().map(|(k, reached)| (*k, reached));
+                let priority = o.peek_priority();
+                assert_eq!(o.peek().copied(), expected.map(|(k, _)| k));
                 let popped = o.pop();
-                assert_eq!(popped.map(|(k, _)| k), expected);
-                let small = |p: Option<u64>| p.map(|p| p & SMALL_BIT != 0);
-                assert_eq!(small(popped.map(|(_, p)| p)), small(priority));
-                if let Some((k, p)) = popped {
-                    assert!(held.remove(&k));
-                    assert!(!o.entries.contains_key(&k), "popped for good");
-                    seen.pops += 1;
-                    seen.from_small += u32::from(p & SMALL_BIT != 0);
-                    seen.moved += u32::from(Some(p) != priority);
+                assert_eq!(popped.map(|(k, _)| k), expected.map(|(k, _)| k));
+                let Some(((k, p), (_, reached))) = popped.zip(expected) else {
+                    assert!(held.is_empty() && priority.is_none());
+                    continue;
+                };
+                let small = reached == Reached::Small;
+                assert_eq!(priority.map(|p| p & SMALL_BIT != 0), Some(small));
+                assert_eq!(p & SMALL_BIT != 0, small);
+                assert!(held.remove(&k));
+                assert!(!o.entries.contains_key(&k), "popped for good");
+                match reached {
+                    Reached::Small => seen.small += 1,
+                    Reached::Main => seen.main += 1,
+                    Reached::AfterRound => seen.after_round += 1,
                 }
             }
             check(&o);
@@ -394,7 +420,6 @@ mod tests {
         }
         assert_eq!((o.len(), o.small.bytes, o.main.bytes), (0, 0, 0));
         assert!(o.pop().is_none() && o.peek_priority().is_none());
-        seen
     }
 
     #[test]
@@ -402,20 +427,32 @@ mod tests {
         // Balanced; then many uses, so that whole main queues have been used and values
         // moved from the small queue wait behind them; then few pops over many keys.
         let mixes = [[3, 3, 1, 5], [2, 12, 1, 3], [4, 6, 1, 2]];
-        let mut total = Seen::default();
+        let mut seen = Seen::default();
         for (seed, mix) in (1..).zip(mixes) {
             for keys in [8, 64, 512] {
-                let seen = random_operations(0x2545_f491_4f6c_dd1d * seed, mix, keys);
-                assert!(seen.pops > 1000, "{mix:?} over {keys} keys: {seen:?}");
-                total.pops += seen.pops;
-                total.from_small += seen.from_small;
-                total.moved += seen.moved;
+                random_operations(0x2545_f491_4f6c_dd1d * seed, mix, keys, &mut seen);
             }
         }
         assert!(
-            total.from_small > 1000 && total.pops - total.from_small > 1000 && total.moved > 1000,
-            "{total:?}"
+            seen.small > 1000 && seen.main > 1000 && seen.after_round > 1000,
+            "{seen:?}"
         );
+    }
+
+    #[test]
+    fn a_victim_reached_after_a_round_ranks_as_the_newest() {
+        let (mut a, mut b) = (S3Fifo::new(), S3Fifo::new());
+        a.admit(1u32, 10);
+        a.touch(&1, 10);
+        b.admit(3u32, 10);
+        b.touch(&3, 10);
+        b.admit(2, 10);
+        assert_eq!(b.pop().map(|(k, _)| k), Some(2));
+        // a's only value is used: pop moves it to the back of the main queue and takes it.
+        // b's 3 (moved to main by the pop that took 2, unused since) is older there.
+        assert_eq!(a.next_victim(), Some((&1, Reached::AfterRound)));
+        assert_eq!(b.next_victim(), Some((&3, Reached::Main)));
+        assert!(b.peek_priority() > a.peek_priority());
     }
 
     #[test]
