@@ -20,8 +20,9 @@
 //! (the shards of one chest) can be ranked as if they were in one order
 //! ([`peek_priority`](S3Fifo::peek_priority)).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Uses counted per value: a value of the main queue goes round at most this many times
@@ -52,6 +53,23 @@ fn priority(stamp: u64, from_small: bool) -> u64 {
     if from_small { age | SMALL_BIT } else { age }
 }
 
+/// A key's fingerprint: 32 bits of a hash that is the same in every run.
+fn fingerprint<K: Hash>(hasher: &BuildHasherDefault<DefaultHasher>, key: &K) -> u32 {
+    (hasher.hash_one(key) >> 32) as u32
+}
+
+/// Counts a use of a held value whose weight is now `weight`, in its entry and its queue's
+/// bytes.
+fn count_use<K>(entry: &mut Entry, weight: u64, small: &mut Fifo<K>, main: &mut Fifo<K>) {
+    entry.uses = (entry.uses + 1).min(MAX_USES);
+    let fifo = match entry.queue {
+        Queue::Small => small,
+        Queue::Main => main,
+    };
+    fifo.bytes = fifo.bytes - entry.weight + weight;
+    entry.weight = weight;
+}
+
 /// Which queue a value is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Queue {
@@ -77,6 +95,8 @@ struct Entry {
     /// Its key in its queue; a new stamp each time it joins the back of a queue.
     stamp: u64,
     weight: u64,
+    /// Its key's fingerprint, kept so that it need not be hashed again when it leaves.
+    fingerprint: u32,
     /// Uses since it joined its queue or last went round, at most `MAX_USES`.
     uses: u8,
     queue: Queue,
@@ -103,37 +123,63 @@ impl<K> Fifo<K> {
     }
 }
 
-/// Fingerprints of keys that left recently: the newest `capacity` added (a taken one stops
-/// counting at once; the rest are dropped oldest first as new ones come).
+/// Fingerprints of keys that left recently, each with the number of the addition that made
+/// it a ghost: a fingerprint counts while it is among the newest `capacity` additions (a taken
+/// one stops counting at once). The others are dropped together once the map holds half as
+/// many again as count, so an addition costs one map insert and, amortized, a few entries of a
+/// sequential sweep.
 #[derive(Debug, Default)]
 struct Ghosts {
-    /// Fingerprint -> the number of the addition that made it a ghost.
-    live: HashMap<u32, u32>,
-    /// Additions, oldest first; an entry whose number `live` no longer holds is stale.
-    added: VecDeque<(u32, u32)>,
-    /// Additions so far, wrapping (a number is compared only with the numbers in `added`,
-    /// never more than `capacity` apart).
+    added: HashMap<u32, u32, BuildHasherDefault<FingerprintHasher>>,
+    /// Additions so far, wrapping: a ghost that outlived four billion additions without a
+    /// sweep may pass for a new one, which only sends one value to the main queue.
     count: u32,
 }
 
 impl Ghosts {
+    /// The number of newest additions that count, as the counter's type.
+    fn limit(capacity: usize) -> u32 {
+        u32::try_from(capacity).unwrap_or(u32::MAX)
+    }
+
     fn add(&mut self, fingerprint: u32, capacity: usize) {
         self.count = self.count.wrapping_add(1);
-        self.live.insert(fingerprint, self.count);
-        self.added.push_back((fingerprint, self.count));
-        while self.added.len() > capacity {
-            let Some((old, number)) = self.added.pop_front() else {
-                break;
-            };
-            if self.live.get(&old) == Some(&number) {
-                self.live.remove(&old);
-            }
+        self.added.insert(fingerprint, self.count);
+        if self.added.len() > capacity + capacity / 2 + MIN_GHOSTS {
+            let (count, limit) = (self.count, Self::limit(capacity));
+            self.added.retain(|_, at| count.wrapping_sub(*at) < limit);
         }
     }
 
-    /// True if `fingerprint` was a ghost; it is one no longer.
-    fn take(&mut self, fingerprint: u32) -> bool {
-        self.live.remove(&fingerprint).is_some()
+    /// True if `fingerprint` was among the newest `capacity` ghosts; it is a ghost no longer.
+    fn take(&mut self, fingerprint: u32, capacity: usize) -> bool {
+        self.added
+            .remove(&fingerprint)
+            .is_some_and(|at| self.count.wrapping_sub(at) < Self::limit(capacity))
+    }
+}
+
+/// Hashes a fingerprint (already a hash of its key) by one multiplication that spreads its
+/// bits over the 64 the map uses, instead of hashing it again with SipHash.
+#[derive(Debug, Default)]
+struct FingerprintHasher(u64);
+
+/// An odd constant with well-mixed bits (2^64 divided by the golden ratio).
+const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for FingerprintHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(SPREAD);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(SPREAD);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -160,8 +206,9 @@ impl<K: Hash + Eq + Clone> S3Fifo<K> {
         }
     }
 
-    fn fingerprint(&self, key: &K) -> u32 {
-        (self.fingerprints.hash_one(key) >> 32) as u32
+    /// Ghosts that count: as many as the keys held, and at least `MIN_GHOSTS`.
+    fn ghost_capacity(&self) -> usize {
+        self.entries.len().max(MIN_GHOSTS)
     }
 
     fn fifo(&mut self, queue: Queue) -> &mut Fifo<K> {
@@ -182,38 +229,38 @@ impl<K: Hash + Eq + Clone> S3Fifo<K> {
     /// A value entering memory with `weight`: into the main queue if its key is a ghost, else
     /// into the small one. A key already held counts a use, and takes `weight` as its weight.
     pub(super) fn admit(&mut self, key: K, weight: u64) {
-        if self.entries.contains_key(&key) {
-            self.touch(&key, weight);
-            return;
-        }
-        let queue = if self.ghosts.take(self.fingerprint(&key)) {
+        let capacity = self.ghost_capacity();
+        let fingerprints = &self.fingerprints;
+        let vacant = match self.entries.entry(key) {
+            MapEntry::Occupied(mut held) => {
+                count_use(held.get_mut(), weight, &mut self.small, &mut self.main);
+                return;
+            }
+            MapEntry::Vacant(vacant) => vacant,
+        };
+        let fingerprint = fingerprint(fingerprints, vacant.key());
+        let queue = if self.ghosts.take(fingerprint, capacity) {
             Queue::Main
         } else {
             Queue::Small
         };
         let stamp = next_stamp();
-        self.entries.insert(
-            key.clone(),
-            Entry {
-                stamp,
-                weight,
-                uses: 0,
-                queue,
-            },
-        );
+        let key = vacant.key().clone();
+        vacant.insert(Entry {
+            stamp,
+            weight,
+            fingerprint,
+            uses: 0,
+            queue,
+        });
         self.fifo(queue).push(stamp, key, weight);
     }
 
     /// A use of a held key, whose weight is now `weight`; nothing if the key is not held.
     pub(super) fn touch(&mut self, key: &K, weight: u64) {
-        let Some(entry) = self.entries.get_mut(key) else {
-            return;
-        };
-        entry.uses = (entry.uses + 1).min(MAX_USES);
-        let (queue, old) = (entry.queue, entry.weight);
-        entry.weight = weight;
-        let fifo = self.fifo(queue);
-        fifo.bytes = fifo.bytes - old + weight;
+        if let Some(entry) = self.entries.get_mut(key) {
+            count_use(entry, weight, &mut self.small, &mut self.main);
+        }
     }
 
     /// Forgets a held key (its value was removed, replaced, or left memory by other means
@@ -227,13 +274,13 @@ impl<K: Hash + Eq + Clone> S3Fifo<K> {
         fifo.by_stamp.remove(&entry.stamp);
         fifo.bytes -= entry.weight;
         if entry.queue == Queue::Main || entry.uses > 0 {
-            self.add_ghost(key);
+            self.add_ghost(entry.fingerprint);
         }
     }
 
-    fn add_ghost(&mut self, key: &K) {
-        let capacity = self.entries.len().max(MIN_GHOSTS);
-        self.ghosts.add(self.fingerprint(key), capacity);
+    fn add_ghost(&mut self, fingerprint: u32) {
+        let capacity = self.ghost_capacity();
+        self.ghosts.add(fingerprint, capacity);
     }
 
     /// Takes the next victim out of the order for good, with its priority (from the stamp it
@@ -260,9 +307,10 @@ impl<K: Hash + Eq + Clone> S3Fifo<K> {
                 self.main.push(entry.stamp, key, entry.weight);
                 continue;
             }
+            let fingerprint = entry.fingerprint;
             self.entries.remove(&key);
             if from_small {
-                self.add_ghost(&key);
+                self.add_ghost(fingerprint);
             }
             return Some((key, priority(stamp, from_small)));
         }
@@ -350,7 +398,6 @@ mod tests {
             assert_eq!(fifo.bytes, bytes, "{queue:?} queue bytes");
         }
         assert_eq!(o.len(), o.small.by_stamp.len() + o.main.by_stamp.len());
-        assert!(o.ghosts.live.len() <= o.ghosts.added.len());
     }
 
     /// A fixed xorshift sequence: `next(n)` is below `n`.
@@ -455,24 +502,39 @@ mod tests {
         assert!(b.peek_priority() > a.peek_priority());
     }
 
+    /// The ghosts that count for `capacity`.
+    fn counting(g: &Ghosts, capacity: usize) -> usize {
+        let limit = Ghosts::limit(capacity);
+        g.added
+            .values()
+            .filter(|at| g.count.wrapping_sub(**at) < limit)
+            .count()
+    }
+
     #[test]
     fn ghosts_are_the_newest_capacity_added_and_each_is_taken_once() {
         let mut g = Ghosts::default();
         for f in 0..100 {
             g.add(f, 10);
+            assert!(g.added.len() <= 10 + 5 + MIN_GHOSTS, "swept");
         }
-        assert_eq!((g.live.len(), g.added.len()), (10, 10));
-        assert!(!g.take(89), "too old");
-        assert!(g.take(90));
-        assert!(!g.take(90), "taken once");
+        assert_eq!(counting(&g, 10), 10);
+        assert!(!g.take(89, 10), "too old");
+        assert!(g.take(90, 10));
+        assert!(!g.take(90, 10), "taken once");
         // Added again while still a ghost: counted from its newest addition.
         g.add(95, 10);
         for f in 200..208 {
             g.add(f, 10);
         }
-        assert!(!g.take(96), "pushed out");
-        assert!(g.take(95));
-        assert!(g.live.len() <= 10);
+        assert!(!g.take(96, 10), "pushed out");
+        assert!(g.take(95, 10));
+        // A larger capacity counts older ones again, if the sweep left them.
+        let mut g = Ghosts::default();
+        for f in 0..20 {
+            g.add(f, 100);
+        }
+        assert!(!g.take(0, 10) && g.take(1, 20));
     }
 
     #[test]
@@ -486,7 +548,7 @@ mod tests {
             o.pop();
         }
         assert_eq!(o.len(), 100);
-        assert_eq!(o.ghosts.live.len(), 100);
+        assert_eq!(counting(&o.ghosts, o.ghost_capacity()), 100);
         // The newest ghost comes back into the main queue; an old one is a new value.
         o.admit(899, 1);
         o.admit(0, 1);
