@@ -48,12 +48,13 @@ pub enum Policy {
     /// and when one-off passes over many values (scans) mix with repeated reads: the values
     /// read once leave after passing through the small queue, without pushing out the hot
     /// ones. On W5 of BENCHMARKS.md (Zipf(1.0) gets, budget 10% of the data) it serves 74.1%
-    /// of gets from memory where `Lru` serves 69.0% (moka, W-TinyLFU, 71.9%), and on W1's hot
+    /// of gets from memory where `Lru` serves 69.0% (moka, W-TinyLFU, 71.8%), and on W1's hot
     /// re-read about as many as `Lru`. Its costs: a value read soon after it is written, but
     /// only after more than a tenth of the budget of newer values, is read back from disk,
-    /// where `Lru` would still hold it; and it keeps more per value held than `Lru` (a second
-    /// copy of the key and its place in a queue), plus fingerprints of the keys of values that
-    /// left.
+    /// where `Lru` would still hold it; its bookkeeping takes about twice as long as `Lru`'s
+    /// per value that enters and leaves memory, which shows on many small inserts; and it
+    /// keeps more per value held (a second copy of the key and its place in a queue), plus
+    /// fingerprints of the keys of values that left.
     #[default]
     S3Fifo,
 }
