@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use common::{PeakAnon, Report, RunConfig, proc_status_bytes};
 use report::{ChildResult, RunResults};
+use spillchest::Policy;
 use stores::{BenchResult, FileStore, FoyerStore, KvStore, MapStore, RedbStore, SpillStore};
 
 /// What `--help` prints.
@@ -46,16 +47,28 @@ const USAGE: &str = "usage: cargo bench --bench workloads -- [--quick] [--scale 
   --out PATH   also write the markdown report there";
 
 /// Which systems run on which workload, in run order. W4 reopens the directories W2 left.
+/// `spillchest` runs the default eviction policy, `spillchest-lru` [`Policy::Lru`] (see
+/// [`spill_policy`] for the other names a child takes).
 const PLAN: &[(&str, &[&str])] = &[
     ("limits", &["machine"]),
     (
         "W1",
-        &["spillchest", "hashmap", "files", "foyer", "foyer-queue"],
+        &[
+            "spillchest",
+            "spillchest-lru",
+            "hashmap",
+            "files",
+            "foyer",
+            "foyer-queue",
+        ],
     ),
     ("W2", &["spillchest", "hashmap", "files", "redb", "foyer"]),
     ("W4", &["spillchest", "redb"]),
     ("W3", &["spillchest", "hashmap", "files"]),
-    ("W5", &["spillchest", "hashmap", "foyer", "moka"]),
+    (
+        "W5",
+        &["spillchest", "spillchest-lru", "hashmap", "foyer", "moka"],
+    ),
 ];
 
 /// Command-line options of the parent (and the part a child inherits).
@@ -163,7 +176,11 @@ fn run_child(wl: &str, sys: &str, cfg: &RunConfig) -> BenchResult<()> {
             let dir = cfg.dir.clone();
             let mut open = || -> BenchResult<Box<dyn KvStore<Vec<u8>>>> {
                 Ok(match sys {
-                    "spillchest" => Box::new(SpillStore::<Vec<u8>>::open_existing(&dir, budget)?),
+                    "spillchest" => Box::new(SpillStore::<Vec<u8>>::open_existing(
+                        &dir,
+                        budget,
+                        Policy::default(),
+                    )?),
                     "redb" => Box::new(RedbStore::open(&dir.join("redb.db"), budget as usize)?),
                     _ => return Err(format!("no W4 for {sys}").into()),
                 })
@@ -173,7 +190,7 @@ fn run_child(wl: &str, sys: &str, cfg: &RunConfig) -> BenchResult<()> {
         ("W3", _) => {
             let (_, _, budget) = drivers::w3_sizes(cfg);
             let mut store: Box<dyn KvStore<Vec<f64>>> = match sys {
-                "spillchest" => Box::new(SpillStore::create(&cfg.dir, budget)?),
+                "spillchest" => Box::new(SpillStore::create(&cfg.dir, budget, Policy::default())?),
                 "hashmap" => Box::new(MapStore::new()),
                 "files" => Box::new(FileStore::create(&cfg.dir, cfg.timebox)?),
                 _ => return Err(format!("no W3 for {sys}").into()),
@@ -195,6 +212,18 @@ fn run_child(wl: &str, sys: &str, cfg: &RunConfig) -> BenchResult<()> {
     Ok(())
 }
 
+/// The eviction policy of a spillchest system: `spillchest` runs the default, and
+/// `spillchest-lru`, `spillchest-s3fifo` and `spillchest-largest` the one named.
+fn spill_policy(sys: &str) -> Option<Policy> {
+    Some(match sys {
+        "spillchest" => Policy::default(),
+        "spillchest-lru" => Policy::Lru,
+        "spillchest-s3fifo" => Policy::S3Fifo,
+        "spillchest-largest" => Policy::Largest,
+        _ => return None,
+    })
+}
+
 /// A byte-valued store of system `sys`; `data_bytes` sizes foyer's device (twice the data) and
 /// `redb_batch` is how many inserts redb commits at once.
 fn kv_bytes(
@@ -204,8 +233,10 @@ fn kv_bytes(
     data_bytes: usize,
     redb_batch: usize,
 ) -> BenchResult<Box<dyn KvStore<Vec<u8>>>> {
+    if let Some(policy) = spill_policy(sys) {
+        return Ok(Box::new(SpillStore::create(&cfg.dir, budget, policy)?));
+    }
     Ok(match sys {
-        "spillchest" => Box::new(SpillStore::create(&cfg.dir, budget)?),
         "hashmap" => Box::new(MapStore::new()),
         "files" => Box::new(FileStore::create(&cfg.dir, cfg.timebox)?),
         "redb" => Box::new(RedbStore::create(&cfg.dir, budget as usize, redb_batch)?),

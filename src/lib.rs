@@ -146,7 +146,9 @@
 //!      │                                       HashMap<K, Slot>, bytes held, eviction order
 //!      │    Slot             memory/entry.rs   Memory (Arc + weight), Writing (evicted, queued),
 //!      │                                       or Disk (a Weak); what the disk holds; version
-//!      │    EvictionOrder    memory/order.rs   priority queue: Lru (coldest) or Largest first
+//!      │    EvictionOrder    memory/order.rs   per shard: S3Fifo (default; small and main FIFO
+//!      │                                       queues, ghosts) or a priority queue (Lru: coldest
+//!      │                                       first; Largest); priorities compare across shards
 //!      ├─ Codec (Bincode)    codec.rs          values and keys to bytes; Compression (lz4)
 //!      └─ DiskTier           disk/mod.rs       bytes only: keys are encoded bytes, values are
 //!           │                                  payloads; open = replay index + scan + reconcile

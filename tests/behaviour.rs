@@ -179,6 +179,43 @@ fn lru_keeps_what_was_read_and_largest_evicts_the_biggest() {
 }
 
 #[test]
+fn under_s3fifo_a_hot_value_survives_a_scan_that_pushes_it_out_under_lru() {
+    // Room for about nine 100-byte values. 100 cold values go to disk first; then a hot value
+    // is read a few times; then every cold value is read once (a scan: each is loaded and
+    // held, pushing others out); then the hot value is read again. Returns that last read's
+    // memory hits and loads.
+    let run = |policy| {
+        let chest: Chest<u32, Vec<u8>> = Chest::builder()
+            .budget(1010)
+            .policy(policy)
+            .synchronous_spill(true)
+            .open()
+            .unwrap();
+        for k in 1..=100 {
+            chest.insert(k, vec![k as u8; 100]).unwrap();
+        }
+        chest.insert(0, vec![0; 100]).unwrap();
+        for _ in 0..3 {
+            assert_eq!(chest.get(&0).unwrap().unwrap()[0], 0);
+        }
+        for k in 1..=100 {
+            assert_eq!(*chest.get(&k).unwrap().unwrap(), vec![k as u8; 100]);
+        }
+        let before = chest.stats();
+        assert!(before.loads >= 100, "the scan read from disk");
+        assert_eq!(*chest.get(&0).unwrap().unwrap(), vec![0; 100]);
+        let after = chest.stats();
+        assert!(after.memory_bytes <= after.budget_bytes);
+        (
+            after.memory_hits - before.memory_hits,
+            after.loads - before.loads,
+        )
+    };
+    assert_eq!(run(Policy::S3Fifo), (1, 0), "S3-FIFO: still in memory");
+    assert_eq!(run(Policy::Lru), (0, 1), "LRU: loaded from disk again");
+}
+
+#[test]
 fn updates_work_in_memory_and_on_disk_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("upd.chest");

@@ -142,6 +142,23 @@ proptest! {
     }
 
     #[test]
+    fn chest_agrees_with_a_hashmap_s3fifo(ops in prop::collection::vec(op(), 1..80)) {
+        run(ops, Engine { policy: Policy::S3Fifo, ..DEFAULT_ENGINE });
+    }
+
+    #[test]
+    fn chest_agrees_with_a_hashmap_s3fifo_tiny_segments(
+        ops in prop::collection::vec(op(), 1..120)
+    ) {
+        run(ops, Engine {
+            policy: Policy::S3Fifo,
+            small_value_bytes: 200,
+            segment_bytes: 4096,
+            ..DEFAULT_ENGINE
+        });
+    }
+
+    #[test]
     fn chest_agrees_with_a_hashmap_largest_lz4(ops in prop::collection::vec(op(), 1..80)) {
         run(ops, Engine { policy: Policy::Largest, compression: Compression::Lz4, ..DEFAULT_ENGINE });
     }

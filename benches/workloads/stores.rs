@@ -1,5 +1,6 @@
 //! Every system measured, behind one small trait so the workloads drive them the same way:
-//! spillchest, an in-memory `HashMap`, a one-file-per-key store, redb and foyer.
+//! spillchest (under any eviction policy), an in-memory `HashMap`, a one-file-per-key store,
+//! redb, foyer and moka.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -57,36 +58,32 @@ pub struct SpillStore<V: Serialize + DeserializeOwned> {
     chest: Option<Chest<u64, V>>,
     path: PathBuf,
     budget_bytes: u64,
+    policy: Policy,
 }
 
 impl<V: Serialize + DeserializeOwned + Send + Sync + 'static> SpillStore<V> {
-    /// A fresh chest in `dir/chest` with `budget_bytes` (LRU, no compression).
-    pub fn create(dir: &Path, budget_bytes: u64) -> BenchResult<Self> {
+    /// A fresh chest in `dir/chest` with `budget_bytes` and `policy` (no compression).
+    pub fn create(dir: &Path, budget_bytes: u64, policy: Policy) -> BenchResult<Self> {
+        Self::open_existing(dir, budget_bytes, policy)
+    }
+
+    /// The chest a `create` in `dir` left behind, opened with `budget_bytes` and `policy`.
+    pub fn open_existing(dir: &Path, budget_bytes: u64, policy: Policy) -> BenchResult<Self> {
         let path = dir.join("chest");
-        let chest = Self::open_chest(&path, budget_bytes)?;
+        let chest = Self::open_chest(&path, budget_bytes, policy)?;
         Ok(SpillStore {
             chest: Some(chest),
             path,
             budget_bytes,
+            policy,
         })
     }
 
-    /// The chest a `create` in `dir` left behind.
-    pub fn open_existing(dir: &Path, budget_bytes: u64) -> BenchResult<Self> {
-        let path = dir.join("chest");
-        let chest = Self::open_chest(&path, budget_bytes)?;
-        Ok(SpillStore {
-            chest: Some(chest),
-            path,
-            budget_bytes,
-        })
-    }
-
-    fn open_chest(path: &Path, budget_bytes: u64) -> BenchResult<Chest<u64, V>> {
+    fn open_chest(path: &Path, budget_bytes: u64, policy: Policy) -> BenchResult<Chest<u64, V>> {
         Ok(Chest::builder()
             .path(path)
             .budget(budget_bytes)
-            .policy(Policy::Lru)
+            .policy(policy)
             .compression(Compression::None)
             .open()?)
     }
@@ -122,7 +119,11 @@ impl<V: Serialize + DeserializeOwned + Send + Sync + 'static> KvStore<V> for Spi
             chest.close()?;
         }
         let t = std::time::Instant::now();
-        self.chest = Some(Self::open_chest(&self.path, self.budget_bytes)?);
+        self.chest = Some(Self::open_chest(
+            &self.path,
+            self.budget_bytes,
+            self.policy,
+        )?);
         Ok(Some(t.elapsed().as_secs_f64()))
     }
 

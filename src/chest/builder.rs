@@ -32,8 +32,8 @@ enum Location {
 }
 
 /// Options for a [`Chest`], from [`Chest::builder`]. Every option has a default: a temporary
-/// directory, a 1 GiB budget, [`Policy::Lru`], [`Compression::None`], weights by encoded size,
-/// read-write, and no waiting for a lock.
+/// directory, a 1 GiB budget, [`Policy::S3Fifo`], [`Compression::None`], weights by encoded
+/// size, read-write, and no waiting for a lock.
 #[must_use = "a builder does nothing until `open` is called"]
 pub struct ChestBuilder<K, V, C = Bincode> {
     location: Location,
@@ -95,7 +95,7 @@ impl<K, V, C> ChestBuilder<K, V, C> {
         self
     }
 
-    /// Which values leave memory first.
+    /// Which values leave memory first (default [`Policy::S3Fifo`]).
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self

@@ -55,13 +55,11 @@ struct Tally<K: Hash + Eq> {
 }
 
 impl<K: Hash + Eq + Clone> Tally<K> {
-    /// Takes `slot` (of `key`) out of the accounting.
-    fn forget<V>(&mut self, key: &K, slot: &Slot<V>) {
+    /// Takes a slot out of the counts (not out of the eviction order: see
+    /// [`reorder`](Self::reorder)).
+    fn uncount<V>(&mut self, slot: &Slot<V>) {
         let (weight, current) = account(slot);
-        if matches!(slot.held, Held::Memory { .. }) {
-            self.memory_bytes -= weight;
-            self.order.remove(key);
-        }
+        self.memory_bytes -= weight;
         if current {
             self.on_disk -= 1;
         }
@@ -70,13 +68,10 @@ impl<K: Hash + Eq + Clone> Tally<K> {
         }
     }
 
-    /// Puts `slot` (of `key`) in the accounting; a value in memory counts as just used.
-    fn count<V>(&mut self, key: &K, slot: &Slot<V>) {
+    /// Puts a slot in the counts.
+    fn count<V>(&mut self, slot: &Slot<V>) {
         let (weight, current) = account(slot);
-        if matches!(slot.held, Held::Memory { .. }) {
-            self.memory_bytes += weight;
-            self.order.admit(key.clone(), weight);
-        }
+        self.memory_bytes += weight;
         if current {
             self.on_disk += 1;
         }
@@ -84,11 +79,34 @@ impl<K: Hash + Eq + Clone> Tally<K> {
             self.writing += 1;
         }
     }
+
+    /// Tells the eviction order that `key`'s slot changed from `before` to `after` (each a
+    /// weight held in memory, or `None`). A value that stays in memory keeps its place unless
+    /// the change is a new value (`used`: an overwrite counts as a use) or its weight
+    /// changed; a change of what the disk holds (a flush, a finished write) is not a use.
+    fn reorder(&mut self, key: &K, before: Option<u64>, after: Option<u64>, used: bool) {
+        match (before, after) {
+            (Some(_), None) => self.order.remove(key),
+            (None, Some(weight)) => self.order.admit(key.clone(), weight),
+            (Some(old), Some(weight)) if used || old != weight => {
+                self.order.admit(key.clone(), weight);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What a slot counts for.
 fn account<V>(slot: &Slot<V>) -> (u64, bool) {
     (slot.memory_weight(), slot.stored == Stored::Current)
+}
+
+/// The weight of a slot's value if it is held in memory (so in the eviction order).
+fn held_weight<V>(slot: &Slot<V>) -> Option<u64> {
+    match slot.held {
+        Held::Memory { weight, .. } => Some(weight),
+        _ => None,
+    }
 }
 
 impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
@@ -108,13 +126,14 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         self.slots.get(key)
     }
 
-    /// Sets `key`'s slot, returning the one it replaces.
+    /// Sets `key`'s slot, returning the one it replaces. A new value over one held in memory
+    /// counts as a use of the key.
     pub(crate) fn put(&mut self, key: K, slot: Slot<V>) -> Option<Slot<V>> {
         self.replace(key, |_| slot)
     }
 
     /// Sets `key`'s slot to the one `make` builds from the slot it replaces (if any), and
-    /// returns that one. One hash lookup.
+    /// returns that one, as [`put`](Self::put) does. One hash lookup.
     pub(crate) fn replace(
         &mut self,
         key: K,
@@ -123,13 +142,17 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         match self.slots.entry(key) {
             Entry::Occupied(mut e) => {
                 let slot = make(Some(e.get()));
-                self.tally.forget(e.key(), e.get());
-                self.tally.count(e.key(), &slot);
+                let before = held_weight(e.get());
+                self.tally.uncount(e.get());
+                self.tally.count(&slot);
+                self.tally
+                    .reorder(e.key(), before, held_weight(&slot), true);
                 Some(std::mem::replace(e.get_mut(), slot))
             }
             Entry::Vacant(e) => {
                 let slot = make(None);
-                self.tally.count(e.key(), &slot);
+                self.tally.count(&slot);
+                self.tally.reorder(e.key(), None, held_weight(&slot), true);
                 e.insert(slot);
                 None
             }
@@ -138,17 +161,20 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
 
     pub(crate) fn remove(&mut self, key: &K) -> Option<Slot<V>> {
         let old = self.slots.remove(key)?;
-        self.tally.forget(key, &old);
+        self.tally.uncount(&old);
+        self.tally.reorder(key, held_weight(&old), None, false);
         Some(old)
     }
 
-    /// Changes `key`'s slot with `f`, keeping the accounting (a value left in memory counts as
-    /// just used); `None` when the key is absent.
+    /// Changes `key`'s slot with `f`, keeping the accounting; `None` when the key is absent.
+    /// A value that stays in memory with the same weight keeps its place in the eviction order.
     pub(crate) fn update<R>(&mut self, key: &K, f: impl FnOnce(&mut Slot<V>) -> R) -> Option<R> {
         let slot = self.slots.get_mut(key)?;
-        self.tally.forget(key, slot);
+        let before = held_weight(slot);
+        self.tally.uncount(slot);
         let result = f(slot);
-        self.tally.count(key, slot);
+        self.tally.count(slot);
+        self.tally.reorder(key, before, held_weight(slot), false);
         Some(result)
     }
 
@@ -423,7 +449,13 @@ mod tests {
 
     #[test]
     fn the_tally_matches_the_slots_after_every_transition() {
-        let mut m: MemoryTier<u8, u32> = MemoryTier::new(Policy::Lru, 0);
+        for policy in [Policy::Lru, Policy::Largest, Policy::S3Fifo] {
+            tally_under(policy);
+        }
+    }
+
+    fn tally_under(policy: Policy) {
+        let mut m: MemoryTier<u8, u32> = MemoryTier::new(policy, 0);
         let mut writes: Vec<(u8, u64)> = Vec::new();
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for version in 1..5000u64 {
@@ -473,6 +505,33 @@ mod tests {
                 }
             }
             m.check_tally();
+        }
+    }
+
+    #[test]
+    fn a_finished_write_keeps_the_place_and_an_overwrite_counts_as_a_use() {
+        for policy in [Policy::Lru, Policy::S3Fifo] {
+            let mut m = MemoryTier::new(policy, 0);
+            m.put("a", hot(1, 10, 1));
+            m.put("b", hot(2, 20, 2));
+            assert_eq!(
+                m.peek_victim(),
+                Some((10, true)),
+                "{policy:?}: a came first"
+            );
+            // A flush wrote a's value: not a use, so a is still the next victim.
+            m.update(&"a", |slot| slot.stored = Stored::Current);
+            assert_eq!(m.peek_victim(), Some((10, false)), "{policy:?}");
+            assert_eq!((m.on_disk(), m.memory_bytes()), (1, 30));
+            // A new value of a over the one in memory is a use: b leaves first.
+            m.put("a", hot(3, 11, 3));
+            assert_eq!(m.peek_victim(), Some((20, true)), "{policy:?}");
+            assert_eq!((m.on_disk(), m.memory_bytes(), m.in_memory()), (0, 31, 2));
+            let Some(Victim::Dirty { key, .. }) = m.take_victim() else {
+                panic!("{policy:?}: b has no disk copy");
+            };
+            assert_eq!(key, "b");
+            assert_eq!(m.peek_victim(), Some((11, true)), "{policy:?}");
         }
     }
 }
