@@ -221,13 +221,17 @@ where
 
     fn encode_key(&self, key: &K) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.codec
-            .encode(key, &mut out)
-            .map_err(|source| Error::Encode {
-                what: "key".into(),
-                source,
-            })?;
+        self.encode_key_into(key, &mut out)?;
         Ok(out)
+    }
+
+    /// Encodes `key` into `out`, replacing what it held.
+    fn encode_key_into(&self, key: &K, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        self.codec.encode(key, out).map_err(|source| Error::Encode {
+            what: "key".into(),
+            source,
+        })
     }
 
     fn encode_error(key_bytes: &[u8], source: crate::CodecError) -> Error {

@@ -697,7 +697,11 @@ mod tests {
             h.update(&header);
             h.update(key);
             h.update(&payload);
-            assert_eq!(super::record_checksum(&header, key, &payload), h.digest(), "{n}");
+            assert_eq!(
+                super::record_checksum(&header, key, &payload),
+                h.digest(),
+                "{n}"
+            );
         }
     }
 

@@ -174,7 +174,10 @@ where
         let mut outcomes = vec![Outcome::Skipped; jobs.len()];
         let mut locs: Vec<Option<DiskLoc>> = vec![None; jobs.len()];
         // The stored copy of each key touched by this batch, as the batch leaves it.
-        let mut latest: Map<&K, Option<DiskLoc>> = Map::default();
+        let mut latest: Map<&K, Option<DiskLoc>> =
+            Map::with_capacity_and_hasher(jobs.len(), Default::default());
+        // Each key's bytes, encoded into one buffer reused across the batch.
+        let mut key_bytes = Vec::new();
         let mut first_error: Option<Error> = None;
         let staged: Result<()> = (|| {
             for (i, job) in jobs.iter().enumerate() {
@@ -189,7 +192,7 @@ where
                         if !self.still_wanted(key, *version, *evicted) {
                             continue;
                         }
-                        let key_bytes = self.encode_key(key)?;
+                        self.encode_key_into(key, &mut key_bytes)?;
                         let mut raw = std::mem::take(&mut engine.scratch);
                         let encoded = self.encode_into(&mut raw, &key_bytes, value);
                         let written = encoded.and_then(|()| {
