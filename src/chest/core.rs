@@ -583,13 +583,16 @@ where
         Some((loc, file))
     }
 
-    /// Decodes a value read from disk.
-    fn decode_payload(&self, payload: &Payload) -> Result<V> {
+    /// Decodes `key`'s value read from disk at `loc`.
+    fn decode_payload(&self, payload: &Payload, key_bytes: &[u8], loc: &DiskLoc) -> Result<V> {
         let value: V = self
             .codec
             .decode(payload.raw())
             .map_err(|source| Error::Decode {
-                path: payload.path.clone(),
+                path: payload
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| self.reader.path_of(key_bytes, loc)),
                 source,
             })?;
         bump(&self.counters.loads, 1);
@@ -609,7 +612,7 @@ where
             let last = attempt == READ_ATTEMPTS;
             let (gone, e) = match self.reader.fetch(file.as_deref(), key_bytes, &loc) {
                 Ok(Fetched::Value(payload, read)) => {
-                    let value = self.decode_payload(&payload)?;
+                    let value = self.decode_payload(&payload, key_bytes, &read)?;
                     if read != loc {
                         self.saw_newer(key, loc, read);
                     }

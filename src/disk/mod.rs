@@ -85,8 +85,10 @@ pub(crate) struct Payload {
     bytes: io::FileBytes,
     start: usize,
     end: usize,
-    /// The file the bytes came from, for error messages.
-    pub(crate) path: PathBuf,
+    /// The value file the bytes came from, for error messages; `None` for a segment record
+    /// (naming it means formatting a path, which reads do not pay for unless something fails:
+    /// the caller names it with [`Reader::path_of`]).
+    pub(crate) path: Option<PathBuf>,
 }
 
 impl Payload {
@@ -166,10 +168,10 @@ impl Reader {
         key: &[u8],
         loc: &DiskLoc,
     ) -> Result<Fetched> {
-        let path = self.path_of(key, loc);
         let mut read_loc = *loc;
-        let (bytes, start, compressed, raw_len) = match loc.place {
+        let (bytes, start, compressed, raw_len, path) = match loc.place {
             Place::File => {
+                let path = self.path_of(key, loc);
                 let bytes = match io::read_file(&path) {
                     Ok(bytes) => bytes,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -212,22 +214,24 @@ impl Reader {
                 }
                 let (start, compressed, raw_len) =
                     (h.payload_offset as usize, h.compressed, h.raw_len);
-                (bytes, start, compressed, raw_len)
+                (bytes, start, compressed, raw_len, Some(path))
             }
             Place::Segment(place) => {
                 let Some(file) = segment_file else {
-                    let e = Error::corrupt(&path, "segment file is missing");
+                    let e = Error::corrupt(self.path_of(key, loc), "segment file is missing");
                     return if self.following {
                         Ok(Fetched::Moved(e))
                     } else {
                         Err(e)
                     };
                 };
-                match self.read_record(file, key, loc, place, &path) {
-                    Ok(read) => read,
+                match self.read_record(file, key, loc, place) {
+                    Ok((bytes, start, compressed, raw_len)) => {
+                        (bytes, start, compressed, raw_len, None)
+                    }
                     // The segment this tier has open is not the file of that name any more
                     // (deleted, or a new segment took its number): the writer moved the record.
-                    Err(e) if self.following && !same_file(file, &path) => {
+                    Err(e) if self.following && !same_file(file, &self.path_of(key, loc)) => {
                         return Ok(Fetched::Moved(e));
                     }
                     Err(e) => return Err(e),
@@ -236,8 +240,12 @@ impl Reader {
         };
         let end = bytes.len();
         let payload = if compressed {
-            let raw = lz4_decompress(&bytes[start..end], raw_len)
-                .map_err(|reason| Error::corrupt(&path, reason))?;
+            let raw = lz4_decompress(&bytes[start..end], raw_len).map_err(|reason| {
+                Error::corrupt(
+                    path.clone().unwrap_or_else(|| self.path_of(key, loc)),
+                    reason,
+                )
+            })?;
             let end = raw.len();
             Payload {
                 bytes: io::FileBytes::Owned(raw),
@@ -264,28 +272,29 @@ impl Reader {
         key: &[u8],
         loc: &DiskLoc,
         place: RecordPlace,
-        path: &Path,
     ) -> Result<(io::FileBytes, usize, bool, u64)> {
+        let path = || self.path_of(key, loc);
         let mut buf = vec![0u8; segment::record_len(key.len(), loc.stored_len) as usize];
         file.read_exact_at(&mut buf, place.offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(path, "record runs past the end of the segment")
+                Error::corrupt(path(), "record runs past the end of the segment")
             } else {
-                Error::io(path, "read segment", e)
+                Error::io(path(), "read segment", e)
             }
         })?;
         let bytes = io::FileBytes::Owned(buf);
-        let record = segment::parse_record(&bytes)
-            .map_err(|r| Error::corrupt(path, format!("record at offset {}: {r}", place.offset)))?;
+        let record = segment::parse_record(&bytes).map_err(|r| {
+            Error::corrupt(path(), format!("record at offset {}: {r}", place.offset))
+        })?;
         if record.key != key || record.header.kind != segment::KIND_VALUE {
             return Err(Error::corrupt(
-                path,
+                path(),
                 format!("record at offset {} holds another key", place.offset),
             ));
         }
         if self.following && record.header.seq != loc.seq {
             return Err(Error::corrupt(
-                path,
+                path(),
                 format!(
                     "record at offset {} holds write {} where the index names write {}",
                     place.offset, record.header.seq, loc.seq
