@@ -122,6 +122,9 @@ pub(crate) struct Core<K: Hash + Eq, V, C> {
     computing: InFlight<K>,
 }
 
+/// Entries from which opening builds its tables on two threads.
+const PARALLEL_OPEN_FROM: usize = 100_000;
+
 /// How often a read retries when the stored copy moved under it (compaction, overwrite).
 const READ_ATTEMPTS: usize = 3;
 
@@ -137,32 +140,62 @@ where
         found: Recovered,
         report: &OpenReport,
         options: CoreOptions<V, C>,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        K: Send + Sync,
+    {
         let shard_count = options.shards.max(1);
         let hasher = RandomState::default();
-        let per_shard = found.len() / shard_count + 1;
-        let mut shards: Vec<MemoryTier<K, V>> = (0..shard_count)
-            .map(|_| MemoryTier::new(options.policy, per_shard))
-            .collect();
-        let mut map = Map::with_capacity_and_hasher(found.len(), Default::default());
+        let mut decoded = Vec::with_capacity(found.len());
         for (key, loc) in found.iter() {
-            let decoded: K = options.codec.decode(key).map_err(|source| Error::Decode {
+            let key: K = options.codec.decode(key).map_err(|source| Error::Decode {
                 path: disk.path_of(key, &loc),
                 source,
             })?;
-            let shard = (hasher.hash_one(&decoded) as usize) % shard_count;
-            shards[shard].put(
-                decoded.clone(),
-                Slot {
-                    held: Held::Disk {
-                        weak: std::sync::Weak::new(),
-                    },
-                    stored: Stored::Current,
-                    version: 0,
-                },
-            );
-            map.insert(decoded, loc);
+            decoded.push((key, loc));
         }
+        drop(found);
+        let per_shard = decoded.len() / shard_count + 1;
+        let fill_shards = || {
+            let mut shards: Vec<MemoryTier<K, V>> = (0..shard_count)
+                .map(|_| MemoryTier::new(options.policy, per_shard))
+                .collect();
+            for (key, _) in &decoded {
+                let shard = (hasher.hash_one(key) as usize) % shard_count;
+                shards[shard].put(
+                    key.clone(),
+                    Slot {
+                        held: Held::Disk {
+                            weak: std::sync::Weak::new(),
+                        },
+                        stored: Stored::Current,
+                        version: 0,
+                    },
+                );
+            }
+            shards
+        };
+        let index_places = || {
+            let mut map = Map::with_capacity_and_hasher(decoded.len(), Default::default());
+            map.extend(decoded.iter().map(|(key, loc)| (key.clone(), *loc)));
+            map
+        };
+        // Filling these two tables is a third of reopening a million keys: a large chest
+        // builds them on two threads (decoding the keys on two gained nothing measurable).
+        // Not under shuttle, whose tests open small chests only.
+        let (shards, map) = if decoded.len() >= PARALLEL_OPEN_FROM && !cfg!(shuttle) {
+            std::thread::scope(|scope| {
+                let places = scope.spawn(index_places);
+                let shards = fill_shards();
+                let map = places
+                    .join()
+                    .expect("building the index of places does not panic");
+                (shards, map)
+            })
+        } else {
+            (fill_shards(), index_places())
+        };
+        drop(decoded);
         let mended = report.dropped_missing + report.adopted_orphans + report.discarded_damaged;
         let budget = options.budget_bytes;
         let allowance = options.in_flight_bytes.unwrap_or(budget / 8);
