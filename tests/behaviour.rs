@@ -819,3 +819,35 @@ fn a_panicking_serialize_during_eviction_is_an_error_and_leaves_the_chest_consis
     assert!(s.memory_bytes <= s.budget_bytes);
     assert!(s.on_disk >= 1, "key 2 could be spilled after the panic");
 }
+
+/// Above 100,000 entries an open builds its tables on two threads: every key and value must
+/// come back as from a small chest.
+#[test]
+fn a_chest_large_enough_to_open_on_two_threads_reopens_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large.chest");
+    let n = 120_000u64;
+    let chest: Chest<u64, u64> = Chest::builder()
+        .path(&path)
+        .budget(64 << 10)
+        .open()
+        .unwrap();
+    for k in 0..n {
+        chest.insert(k, k * 3 + 1).unwrap();
+    }
+    for k in (0..n).step_by(7) {
+        chest.remove(&k).unwrap();
+    }
+    chest.close().unwrap();
+    let chest: Chest<u64, u64> = Chest::open(&path).unwrap();
+    let want = n - n.div_ceil(7);
+    assert_eq!(chest.len() as u64, want);
+    let mut keys = chest.keys();
+    keys.sort_unstable();
+    let expected: Vec<u64> = (0..n).filter(|k| k % 7 != 0).collect();
+    assert_eq!(keys, expected);
+    for k in (0..n).step_by(997) {
+        let got = chest.get(&k).unwrap().map(|v| *v);
+        assert_eq!(got, (k % 7 != 0).then_some(k * 3 + 1), "key {k}");
+    }
+}
