@@ -514,7 +514,7 @@ impl RunResults {
         );
         let _ = writeln!(
             s,
-            "\n| getter beside | gets | timing | p50 µs | p99 µs | p99.9 µs | max µs | from memory | disk loads | spilling thread's inserts/s | spills in the window |"
+            "\n| getter beside | gets | timing | p50 µs | p99 µs | p99.9 µs | max µs | longest gap between gets, ms | from memory (with ramp-up) | disk loads | spilling thread's inserts/s |"
         );
         let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (name, beside, timing) in LATENCY_SCENARIOS {
@@ -522,12 +522,13 @@ impl RunResults {
             let rate = m("spiller_inserts") / m("secs");
             let _ = writeln!(
                 s,
-                "| {beside} | {} | {timing} | {} | {} | {} | {} | {:.2}% | {} | {} | {} |",
+                "| {beside} | {} | {timing} | {} | {} | {} | {} | {:.1} | {:.2}% | {} | {} |",
                 fmt_num(m("gets")),
                 fmt_us(m("p50_ns")),
                 fmt_us(m("p99_ns")),
                 fmt_us(m("p999_ns")),
                 fmt_us(m("max_ns")),
+                m("max_gap_ns") / 1e6,
                 m("memory_share") * 100.0,
                 fmt_num(m("loads")),
                 if rate > 0.0 {
@@ -535,7 +536,6 @@ impl RunResults {
                 } else {
                     "–".into()
                 },
-                fmt_num(m("spills")),
             );
             if m("wrong") > 0.0 {
                 let _ = writeln!(
@@ -580,11 +580,16 @@ impl RunResults {
                 .unwrap_or(f64::NAN);
             let _ = writeln!(
                 s,
-                "| (b) get of in-memory values while a thread spills, p99 < 1 ms ({timing}) | {} µs ({:.2}% from memory) | {} |",
+                "| (b) get of in-memory values while a thread spills, p99 < 1 ms ({timing}) | {} µs ({:.2}% of the hot set's gets from memory{}) | {} |",
                 fmt_us(p99),
                 share * 100.0,
+                if share < 0.999 {
+                    "; not all were memory hits"
+                } else {
+                    ""
+                },
                 if p99.is_finite() {
-                    met(p99 < 1e6 && share > 0.999)
+                    met(p99 < 1e6)
                 } else {
                     "–"
                 }

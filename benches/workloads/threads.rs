@@ -312,6 +312,11 @@ impl LatencyHistogram {
 
 /// One latency measurement: a fresh chest with a hot set in memory, optionally a thread
 /// spilling beside it, and `window` of timed gets of the hot set from this thread.
+///
+/// The chest's counters are read before the spilling thread starts and after the window, never
+/// in between: `stats` waits for the disk tier, which the writer holds through a compaction's
+/// fsync, and a getter stuck there would leave the hot set unused. So the share of gets from
+/// memory and the disk loads cover the ramp-up's gets as well as the timed ones.
 fn get_latency(
     cfg: &RunConfig,
     r: &Report,
@@ -344,6 +349,7 @@ fn get_latency(
             return Err("a hot value came back different".into());
         }
     }
+    let before = chest.stats();
     let stop = AtomicBool::new(false);
     let inserted = AtomicU64::new(0);
     // The spilling thread has inserted 1.25 budgets' worth before gets are timed.
@@ -365,6 +371,7 @@ fn get_latency(
             })
         });
         let measured = (|| {
+            let mut warm_gets = 0;
             if spilling {
                 let t = Instant::now();
                 while inserted.load(Ordering::Relaxed) < over_budget {
@@ -379,17 +386,21 @@ fn get_latency(
                         for &k in &hot {
                             chest.get(&k)?;
                         }
+                        warm_gets += hot.len() as u64;
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
-            timed_gets(&chest, &hot, values, window, paced, &inserted)
+            let mut m = timed_gets(&chest, &hot, values, window, paced, &inserted)?;
+            m.warm_gets = warm_gets;
+            Ok(m)
         })();
+        let after = chest.stats();
         stop.store(true, Ordering::Relaxed);
         if let Some(h) = spiller {
             h.join().map_err(|_| "the spilling thread panicked")??;
         }
-        measured
+        measured.map(|m| Measured { after, ..m })
     });
     let m = result?;
     let h = &m.histogram;
@@ -400,18 +411,20 @@ fn get_latency(
         r.metric(&format!("{name}_{label}_ns"), h.quantile_ns(q) as f64);
     }
     r.metric(&format!("{name}_max_ns"), h.max_ns as f64);
-    let gets = h.count.max(1) as f64;
+    r.metric(&format!("{name}_max_gap_ns"), m.max_gap_ns as f64);
+    r.metric(&format!("{name}_warm_gets"), m.warm_gets as f64);
+    let all_gets = (h.count + m.warm_gets).max(1) as f64;
     r.metric(
         &format!("{name}_memory_share"),
-        (m.after.memory_hits - m.before.memory_hits) as f64 / gets,
+        (m.after.memory_hits - before.memory_hits) as f64 / all_gets,
     );
     r.metric(
         &format!("{name}_loads"),
-        (m.after.loads - m.before.loads) as f64,
+        (m.after.loads - before.loads) as f64,
     );
     r.metric(
         &format!("{name}_spills"),
-        (m.after.spills - m.before.spills) as f64,
+        (m.after.spills - before.spills) as f64,
     );
     r.metric(&format!("{name}_spiller_inserts"), m.spiller_inserts as f64);
     r.metric(&format!("{name}_wrong"), m.wrong as f64);
@@ -424,7 +437,13 @@ fn get_latency(
 struct Measured {
     histogram: LatencyHistogram,
     secs: f64,
-    before: Stats,
+    /// The longest time from the start of one get to the start of the next: how long the hot
+    /// set went unused (a getter the scheduler left waiting longer than values stay in memory
+    /// lets LRU evict the hot set legitimately).
+    max_gap_ns: u64,
+    /// Untimed gets of the ramp-up (counted in the chest's counters too).
+    warm_gets: u64,
+    /// The chest's counters after the window.
     after: Stats,
     /// Inserts the spilling thread made during the window.
     spiller_inserts: u64,
@@ -444,10 +463,11 @@ fn timed_gets(
 ) -> BenchResult<Measured> {
     let mut histogram = LatencyHistogram::new();
     let mut wrong = 0;
-    let before = chest.stats();
+    let mut max_gap_ns = 0;
     let inserted_before = inserted.load(Ordering::Relaxed);
-    let start = Instant::now();
     let value_len = values.value(0).len();
+    let start = Instant::now();
+    let mut previous = start;
     let mut i = 0usize;
     loop {
         let key = hot[i % hot.len()];
@@ -455,6 +475,8 @@ fn timed_gets(
         let got = chest.get(&key);
         let done = Instant::now();
         histogram.record((done - t).as_nanos() as u64);
+        max_gap_ns = max_gap_ns.max((t - previous).as_nanos() as u64);
+        previous = t;
         // A full comparison of every value would dominate the loop: the first round checks
         // every byte, later ones the length and the key written into the first bytes.
         let ok = match &got {
@@ -473,15 +495,13 @@ fn timed_gets(
             std::thread::sleep(PACE);
         }
     }
-    let secs = secs(start);
-    let spiller_inserts = inserted.load(Ordering::Relaxed) - inserted_before;
-    let after = chest.stats();
     Ok(Measured {
         histogram,
-        secs,
-        before,
-        after,
-        spiller_inserts,
+        secs: secs(start),
+        max_gap_ns,
+        warm_gets: 0,
+        after: Stats::default(),
+        spiller_inserts: inserted.load(Ordering::Relaxed) - inserted_before,
         wrong,
     })
 }
