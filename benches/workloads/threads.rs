@@ -39,7 +39,7 @@ const HOT_KEY_BASE: u64 = 1 << 40;
 /// The most hot keys (64 of W1's 16 KiB values: 1 MiB, 1.3% of the budget).
 const HOT_KEYS_MAX: usize = 64;
 
-/// What the paced getter sleeps between gets (the kernel rounds it up, to about 60-100 µs).
+/// What the paced getter sleeps between gets (with the kernel's rounding, a get every 100-130 µs).
 const PACE: Duration = Duration::from_micros(20);
 
 /// Runs T1 in `cfg.dir`.
