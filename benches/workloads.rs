@@ -73,7 +73,7 @@ const PLAN: &[(&str, &[&str])] = &[
         "W5",
         &["spillchest", "spillchest-lru", "hashmap", "foyer", "moka"],
     ),
-    ("T1", &["spillchest"]),
+    ("T1", &["spillchest", "spillchest-lru"]),
 ];
 
 /// Command-line options of the parent (and the part a child inherits).
@@ -203,7 +203,10 @@ fn run_child(wl: &str, sys: &str, cfg: &RunConfig) -> BenchResult<()> {
             drivers::w3(store.as_mut(), cfg, &r)?;
         }
         ("W5", "moka") => drivers::w5_moka(cfg, &r)?,
-        ("T1", "spillchest") => threads::run(cfg, &r)?,
+        ("T1", _) => {
+            let policy = spill_policy(sys).ok_or(format!("no T1 for {sys}"))?;
+            threads::run(cfg, &r, policy)?
+        }
         ("W5", _) => {
             let budget = drivers::w5_budget(cfg);
             let (n, len) = drivers::w1_sizes(cfg);

@@ -443,13 +443,25 @@ impl RunResults {
 
     /// T1: the insert runs, their medians, the get latencies and the concurrency targets.
     fn threads_section(&self, s: &mut String) {
-        let Some(c) = self.find("T1", "spillchest") else {
-            return;
-        };
+        for c in self.children.iter().filter(|c| c.workload == "T1") {
+            if c.error.is_none() {
+                self.threads_system(s, c);
+            }
+        }
+    }
+
+    /// T1 for one system (one eviction policy).
+    fn threads_system(&self, s: &mut String, c: &ChildResult) {
         let budget = self.budgets.get("T1").copied().unwrap_or(0);
+        let policy = match crate::spill_policy(&c.system) {
+            Some(p) if c.system == "spillchest" => format!("Policy::{p:?}, the default"),
+            Some(p) => format!("Policy::{p:?}"),
+            None => "policy unknown".to_string(),
+        };
         let _ = writeln!(
             s,
-            "\n### T1 threads (W1's {} values of {} B, budget {:.1} MiB)\n",
+            "\n### T1 threads: {} ({policy}; W1's {} values of {} B, budget {:.1} MiB)\n",
+            c.system,
             c.metric("values").map(fmt_num).unwrap_or_default(),
             c.metric("value_bytes").map(fmt_num).unwrap_or_default(),
             budget as f64 / MIB
@@ -596,7 +608,7 @@ impl RunResults {
             );
         }
         for n in &c.notes {
-            let _ = writeln!(s, "\n- spillchest / T1: {n}");
+            let _ = writeln!(s, "\n- {} / T1: {n}", c.system);
         }
     }
 

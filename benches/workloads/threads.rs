@@ -1,4 +1,5 @@
-//! T1, the targets of the concurrency issue, in one child process:
+//! T1, the targets of the concurrency issue, in one child process per eviction policy (the
+//! system `spillchest` runs the default policy, `spillchest-lru` LRU):
 //!
 //! - **Insert scaling**: W1's inserts (same values, same budget) into one shared chest from one
 //!   thread and from two threads (keys split between them), repeated with the two kinds
@@ -9,7 +10,9 @@
 //!   values held in memory and times every get; the same without the spilling thread for
 //!   reference. Gets run back to back ("loop") and paced by a short sleep ("paced", so the
 //!   samples fall at times independent of what the other threads are doing). The hot set is
-//!   kept in use while the spilling thread gets over the budget, so LRU keeps it in memory.
+//!   kept in use while the spilling thread gets over the budget, so the policy keeps it in
+//!   memory (LRU: used more recently than anything else; S3-FIFO: used again, so in the main
+//!   queue and going round again).
 //!   One more scenario leaves it unused meanwhile, so it is evicted before the timed gets: it
 //!   shows whether gets bring hot values back into memory while another thread spills.
 
@@ -42,8 +45,8 @@ const HOT_KEYS_MAX: usize = 64;
 /// What the paced getter sleeps between gets (with the kernel's rounding, a get every 100-130 µs).
 const PACE: Duration = Duration::from_micros(20);
 
-/// Runs T1 in `cfg.dir`.
-pub fn run(cfg: &RunConfig, r: &Report) -> BenchResult<()> {
+/// Runs T1 in `cfg.dir`, every chest with `policy`.
+pub fn run(cfg: &RunConfig, r: &Report, policy: Policy) -> BenchResult<()> {
     let (n, len) = w1_sizes(cfg);
     let budget = w1_budget(cfg);
     let values = ValuePool::new(len, 1);
@@ -57,11 +60,31 @@ pub fn run(cfg: &RunConfig, r: &Report) -> BenchResult<()> {
             "load average (1 min) when T1 started: {one_minute}"
         ));
     }
-    insert_scaling(cfg, r, &values, n, bytes, budget)?;
+    let setup = Setup {
+        cfg,
+        values,
+        n,
+        bytes,
+        budget,
+        policy,
+    };
+    insert_scaling(&setup, r)?;
     for scenario in &SCENARIOS {
-        get_latency(cfg, r, &values, n, bytes, budget, scenario)?;
+        get_latency(&setup, r, scenario)?;
     }
     Ok(())
+}
+
+/// What every part of T1 works with: W1's values and sizes, the chest's budget and policy.
+struct Setup<'a> {
+    cfg: &'a RunConfig,
+    values: ValuePool,
+    /// Values in W1.
+    n: usize,
+    /// Encoded bytes of one value.
+    bytes: u64,
+    budget: u64,
+    policy: Policy,
 }
 
 /// One way of timing gets of the hot set.
@@ -112,19 +135,13 @@ const SCENARIOS: [Scenario; 5] = [
 ];
 
 /// The insert runs: a warm-up, then `reps` runs of each thread count, interleaved.
-fn insert_scaling(
-    cfg: &RunConfig,
-    r: &Report,
-    values: &ValuePool,
-    n: usize,
-    bytes: u64,
-    budget: u64,
-) -> BenchResult<()> {
+fn insert_scaling(setup: &Setup, r: &Report) -> BenchResult<()> {
+    let Setup { cfg, n, bytes, .. } = *setup;
     let reps = if cfg.scale < 0.1 { 2 } else { 5 };
     r.metric("insert_reps", reps as f64);
     let dir = cfg.dir.join("inserts");
     // Page cache, allocator and file system warm up on a run nobody reports.
-    insert_run(&dir, values, n, budget, 1)?;
+    insert_run(setup, &dir, 1)?;
     for rep in 0..reps {
         let order: Vec<usize> = if rep % 2 == 0 {
             THREAD_COUNTS.to_vec()
@@ -132,7 +149,7 @@ fn insert_scaling(
             THREAD_COUNTS.iter().rev().copied().collect()
         };
         for threads in order {
-            let run = insert_run(&dir, values, n, budget, threads)?;
+            let run = insert_run(setup, &dir, threads)?;
             let ops = n as u64;
             r.phase(
                 &format!("insert_{threads}t_{rep}"),
@@ -182,15 +199,16 @@ struct InsertRun {
 
 /// Inserts W1's keys `0..n` into a fresh chest from `threads` threads (thread `t` takes the
 /// keys equal to `t` modulo `threads`), then flushes.
-fn insert_run(
-    dir: &Path,
-    values: &ValuePool,
-    n: usize,
-    budget: u64,
-    threads: usize,
-) -> BenchResult<InsertRun> {
+fn insert_run(setup: &Setup, dir: &Path, threads: usize) -> BenchResult<InsertRun> {
+    let Setup {
+        ref values,
+        n,
+        budget,
+        policy,
+        ..
+    } = *setup;
     let _ = std::fs::remove_dir_all(dir);
-    let chest: ByteChest = SpillStore::<Vec<u8>>::open_chest(dir, budget, Policy::Lru)?;
+    let chest: ByteChest = SpillStore::<Vec<u8>>::open_chest(dir, budget, policy)?;
     let start = Barrier::new(threads + 1);
     let (insert_secs, insert_cpu_secs, writer_cpu_secs) =
         std::thread::scope(|s| -> BenchResult<(f64, f64, f64)> {
@@ -317,15 +335,15 @@ impl LatencyHistogram {
 /// in between: `stats` waits for the disk tier, which the writer holds through a compaction's
 /// fsync, and a getter stuck there would leave the hot set unused. So the share of gets from
 /// memory and the disk loads cover the ramp-up's gets as well as the timed ones.
-fn get_latency(
-    cfg: &RunConfig,
-    r: &Report,
-    values: &ValuePool,
-    n: usize,
-    bytes: u64,
-    budget: u64,
-    scenario: &Scenario,
-) -> BenchResult<()> {
+fn get_latency(setup: &Setup, r: &Report, scenario: &Scenario) -> BenchResult<()> {
+    let Setup {
+        cfg,
+        ref values,
+        n,
+        bytes,
+        budget,
+        policy,
+    } = *setup;
     let Scenario {
         name,
         spilling,
@@ -335,9 +353,9 @@ fn get_latency(
     let window = Duration::from_secs_f64((5.0 * cfg.scale).max(0.25));
     let dir = cfg.dir.join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    let chest: ByteChest = SpillStore::<Vec<u8>>::open_chest(&dir, budget, Policy::Lru)?;
-    // The hot set: a sixteenth of what the budget holds at most, so LRU keeps it in memory as
-    // long as it is used more recently than the spilling thread's values are.
+    let chest: ByteChest = SpillStore::<Vec<u8>>::open_chest(&dir, budget, policy)?;
+    // The hot set: a sixteenth of what the budget holds at most, kept in memory by being used
+    // far more often than the spilling thread's values (each of which is used once).
     let hot_count = ((budget / bytes / 16) as usize).clamp(1, HOT_KEYS_MAX);
     let hot: Vec<u64> = (0..hot_count as u64).map(|i| HOT_KEY_BASE + i).collect();
     for &k in &hot {
@@ -382,7 +400,7 @@ fn get_latency(
                         return Err("the spilling thread did not get over the budget".into());
                     }
                     if kept_warm {
-                        // Untimed uses, every millisecond: LRU keeps the hot set in memory.
+                        // Untimed uses, every millisecond, keep the hot set in memory.
                         for &k in &hot {
                             chest.get(&k)?;
                         }
@@ -439,7 +457,7 @@ struct Measured {
     secs: f64,
     /// The longest time from the start of one get to the start of the next: how long the hot
     /// set went unused (a getter the scheduler left waiting longer than values stay in memory
-    /// lets LRU evict the hot set legitimately).
+    /// lets the policy evict the hot set legitimately).
     max_gap_ns: u64,
     /// Untimed gets of the ramp-up (counted in the chest's counters too).
     warm_gets: u64,
