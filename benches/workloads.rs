@@ -1,6 +1,8 @@
 //! The benchmarks of issue 6: workloads W1 to W5 of PRODUCT.md, run against spillchest and,
 //! in the same run, the machine's limits and the peers a user would otherwise pick (an
-//! in-memory `HashMap`, a one-file-per-key store, foyer's `HybridCache`, redb, moka).
+//! in-memory `HashMap`, a one-file-per-key store, foyer's `HybridCache`, redb, moka); and T1,
+//! the concurrency issue's targets: W1's inserts from one and from two threads through one
+//! chest, and the latency of in-memory gets while another thread spills (`workloads/threads.rs`).
 //!
 //! A `harness = false` program. The parent runs every (workload, system) pair in a child
 //! process of its own (the same binary with `--child`), so each peak of anonymous memory
@@ -14,7 +16,7 @@
 //!
 //! Options: `--quick` (scale 0.01), `--scale X`, `--timebox SECONDS` (per phase, default 300),
 //! `--dir PATH` (where files go, default a fresh directory under the system temp dir),
-//! `--only W1,W2` (workloads to run; `limits` is always run), `--out PATH`.
+//! `--only W1,T1` (workloads to run; `limits` is always run), `--out PATH`.
 
 #[path = "workloads/common.rs"]
 mod common;
@@ -26,6 +28,8 @@ mod limits;
 mod report;
 #[path = "workloads/stores.rs"]
 mod stores;
+#[path = "workloads/threads.rs"]
+mod threads;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,7 +47,7 @@ const USAGE: &str = "usage: cargo bench --bench workloads -- [--quick] [--scale 
   --scale X    fraction of PRODUCT.md's sizes (default 1, or SPILLCHEST_BENCH_SCALE)
   --timebox S  most seconds one phase may take before it stops early (default 300)
   --dir PATH   where files go (default a fresh directory in the temp dir, or SPILLCHEST_BENCH_DIR)
-  --only LIST  workloads to run (the limits always run; W4 brings W2)
+  --only LIST  workloads to run: W1-W5, T1 (threads) (the limits always run; W4 brings W2)
   --out PATH   also write the markdown report there";
 
 /// Which systems run on which workload, in run order. W4 reopens the directories W2 left.
@@ -69,6 +73,7 @@ const PLAN: &[(&str, &[&str])] = &[
         "W5",
         &["spillchest", "spillchest-lru", "hashmap", "foyer", "moka"],
     ),
+    ("T1", &["spillchest", "spillchest-lru"]),
 ];
 
 /// Command-line options of the parent (and the part a child inherits).
@@ -198,6 +203,10 @@ fn run_child(wl: &str, sys: &str, cfg: &RunConfig) -> BenchResult<()> {
             drivers::w3(store.as_mut(), cfg, &r)?;
         }
         ("W5", "moka") => drivers::w5_moka(cfg, &r)?,
+        ("T1", _) => {
+            let policy = spill_policy(sys).ok_or(format!("no T1 for {sys}"))?;
+            threads::run(cfg, &r, policy)?
+        }
         ("W5", _) => {
             let budget = drivers::w5_budget(cfg);
             let (n, len) = drivers::w1_sizes(cfg);
@@ -286,6 +295,9 @@ fn run_parent(opts: &Options) -> i32 {
     results
         .budgets
         .insert("W5".into(), drivers::w5_budget(&cfg));
+    results
+        .budgets
+        .insert("T1".into(), drivers::w1_budget(&cfg));
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {

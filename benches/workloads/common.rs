@@ -154,6 +154,44 @@ pub fn proc_status_bytes(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// User plus system CPU seconds from the text of a `/proc/.../stat` file (the kernel's 100 Hz
+/// ticks): the command name (field 2) may hold spaces, so fields are counted from the closing
+/// parenthesis, after which field 3 comes first and utime (14) and stime (15) are the 12th and
+/// 13th.
+fn stat_cpu_secs(stat: &str) -> f64 {
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
+}
+
+/// CPU seconds this process has used so far, every thread (live or exited) counted; 0 when
+/// `/proc/self/stat` cannot be read.
+pub fn process_cpu_secs() -> f64 {
+    stat_cpu_secs(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// CPU seconds used so far by this process's live threads whose name starts with `prefix`
+/// (the kernel keeps the first 15 bytes of a thread's name); 0 when there is none.
+pub fn threads_cpu_secs(prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.split_once('(')
+                .is_some_and(|(_, rest)| rest.starts_with(prefix))
+        })
+        .map(|stat| stat_cpu_secs(&stat))
+        .sum()
+}
+
 impl PeakAnon {
     /// Starts sampling.
     pub fn start() -> Self {

@@ -122,6 +122,67 @@ fn percent(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
+/// The median of `xs` (the mean of the middle two for an even count); NaN when empty.
+fn median(xs: &[f64]) -> f64 {
+    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// `lo–hi` of `xs`, formatted with `f`.
+fn spread(xs: &[f64], f: impl Fn(f64) -> String) -> String {
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if lo.is_finite() && hi.is_finite() {
+        format!("{}–{}", f(lo), f(hi))
+    } else {
+        "–".into()
+    }
+}
+
+/// Microseconds, from nanoseconds.
+fn fmt_us(ns: f64) -> String {
+    if !ns.is_finite() {
+        "–".into()
+    } else if ns < 10_000.0 {
+        format!("{:.2}", ns / 1e3)
+    } else {
+        format!("{:.0}", ns / 1e3)
+    }
+}
+
+/// One insert run of T1, as the child reported it.
+struct InsertRun<'a> {
+    threads: usize,
+    rep: usize,
+    insert: &'a Phase,
+    durable: Option<&'a Phase>,
+    cores_insert: f64,
+    cores_flush: f64,
+    writer_busy: f64,
+}
+
+/// The latency scenarios of T1: metric prefix, what the getter ran beside, pacing.
+const LATENCY_SCENARIOS: [(&str, &str, &str); 5] = [
+    ("lat_alone_loop", "nothing (reference)", "back to back"),
+    ("lat_spill_loop", "a thread spilling", "back to back"),
+    ("lat_alone_paced", "nothing (reference)", "paced"),
+    ("lat_spill_paced", "a thread spilling", "paced"),
+    (
+        "lat_spill_evicted",
+        "a thread spilling; hot set evicted before",
+        "back to back",
+    ),
+];
+
 fn ratio(a: f64, b: f64) -> String {
     if a.is_finite() && b.is_finite() && b > 0.0 {
         format!("{:.2}x", a / b)
@@ -187,6 +248,7 @@ impl RunResults {
         for wl in ["W1", "W2", "W3", "W4", "W5"] {
             self.workload_section(&mut s, wl);
         }
+        self.threads_section(&mut s);
         self.targets(&mut s);
         let failed: Vec<&ChildResult> =
             self.children.iter().filter(|c| c.error.is_some()).collect();
@@ -321,6 +383,232 @@ impl RunResults {
             if let Some(e) = &c.error {
                 let _ = writeln!(s, "\n- {} / {}: FAILED: {e}", c.system, wl);
             }
+        }
+    }
+
+    /// T1's insert runs in run order.
+    fn insert_runs<'a>(c: &'a ChildResult) -> Vec<InsertRun<'a>> {
+        c.phases
+            .iter()
+            .filter_map(|p| {
+                let rest = p.name.strip_prefix("insert_")?;
+                let (threads, rep) = rest.split_once("t_")?;
+                let tag = format!("{threads}t_{rep}");
+                Some(InsertRun {
+                    threads: threads.parse().ok()?,
+                    rep: rep.parse().ok()?,
+                    insert: p,
+                    durable: c.phase(&format!("durable_{tag}")),
+                    cores_insert: c.metric(&format!("cores_insert_{tag}")).unwrap_or(f64::NAN),
+                    cores_flush: c.metric(&format!("cores_flush_{tag}")).unwrap_or(f64::NAN),
+                    writer_busy: c
+                        .metric(&format!("writer_insert_{tag}"))
+                        .unwrap_or(f64::NAN),
+                })
+            })
+            .collect()
+    }
+
+    /// Median inserts/s of T1's runs with `threads` threads: (returned inserts, with the flush).
+    fn insert_medians(runs: &[InsertRun], threads: usize) -> (f64, f64) {
+        let of = |f: &dyn Fn(&InsertRun) -> Option<f64>| {
+            let xs: Vec<f64> = runs
+                .iter()
+                .filter(|r| r.threads == threads)
+                .filter_map(f)
+                .collect();
+            median(&xs)
+        };
+        (
+            of(&|r| Some(r.insert.ops_per_sec())),
+            of(&|r| r.durable.map(Phase::ops_per_sec)),
+        )
+    }
+
+    /// The ratios of each repetition's 2-thread run over its 1-thread run: (returned, flushed).
+    fn pair_ratios(runs: &[InsertRun]) -> (Vec<f64>, Vec<f64>) {
+        let mut returned = Vec::new();
+        let mut flushed = Vec::new();
+        for one in runs.iter().filter(|r| r.threads == 1) {
+            let Some(two) = runs.iter().find(|r| r.threads == 2 && r.rep == one.rep) else {
+                continue;
+            };
+            returned.push(two.insert.ops_per_sec() / one.insert.ops_per_sec());
+            if let (Some(a), Some(b)) = (two.durable, one.durable) {
+                flushed.push(a.ops_per_sec() / b.ops_per_sec());
+            }
+        }
+        (returned, flushed)
+    }
+
+    /// T1: the insert runs, their medians, the get latencies and the concurrency targets.
+    fn threads_section(&self, s: &mut String) {
+        for c in self.children.iter().filter(|c| c.workload == "T1") {
+            if c.error.is_none() {
+                self.threads_system(s, c);
+            }
+        }
+    }
+
+    /// T1 for one system (one eviction policy).
+    fn threads_system(&self, s: &mut String, c: &ChildResult) {
+        let budget = self.budgets.get("T1").copied().unwrap_or(0);
+        let policy = match crate::spill_policy(&c.system) {
+            Some(p) if c.system == "spillchest" => format!("Policy::{p:?}, the default"),
+            Some(p) => format!("Policy::{p:?}"),
+            None => "policy unknown".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "\n### T1 threads: {} ({policy}; W1's {} values of {} B, budget {:.1} MiB)\n",
+            c.system,
+            c.metric("values").map(fmt_num).unwrap_or_default(),
+            c.metric("value_bytes").map(fmt_num).unwrap_or_default(),
+            budget as f64 / MIB
+        );
+        let runs = Self::insert_runs(c);
+        let _ = writeln!(
+            s,
+            "| run | threads | insert s | inserts/s | MB/s | cores busy | writer thread busy | insert + flush s | inserts/s (+flush) | cores busy in flush |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (i, r) in runs.iter().enumerate() {
+            let (dsecs, drate) = r
+                .durable
+                .map(|d| (format!("{:.3}", d.secs), fmt_num(d.ops_per_sec())))
+                .unwrap_or_else(|| ("–".into(), "–".into()));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} | {} | {:.0} | {:.2} | {:.2} | {dsecs} | {drate} | {:.2} |",
+                i + 1,
+                r.threads,
+                r.insert.secs,
+                fmt_num(r.insert.ops_per_sec()),
+                r.insert.mb_per_sec(),
+                r.cores_insert,
+                r.writer_busy,
+                r.cores_flush,
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n| threads | median inserts/s (min–max) | median inserts/s with the flush (min–max) |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|");
+        for threads in [1, 2] {
+            let mine: Vec<&InsertRun> = runs.iter().filter(|r| r.threads == threads).collect();
+            let returned: Vec<f64> = mine.iter().map(|r| r.insert.ops_per_sec()).collect();
+            let flushed: Vec<f64> = mine
+                .iter()
+                .filter_map(|r| r.durable.map(Phase::ops_per_sec))
+                .collect();
+            let (a, b) = Self::insert_medians(&runs, threads);
+            let _ = writeln!(
+                s,
+                "| {threads} | {} ({}) | {} ({}) |",
+                fmt_num(a),
+                spread(&returned, fmt_num),
+                fmt_num(b),
+                spread(&flushed, fmt_num)
+            );
+        }
+        let (one, one_d) = Self::insert_medians(&runs, 1);
+        let (two, two_d) = Self::insert_medians(&runs, 2);
+        let (pairs, pairs_d) = Self::pair_ratios(&runs);
+        let x = |v: f64| format!("{v:.2}x");
+        let _ = writeln!(
+            s,
+            "| 2 ÷ 1 | {} (pairs {}) | {} (pairs {}) |",
+            ratio(two, one),
+            spread(&pairs, x),
+            ratio(two_d, one_d),
+            spread(&pairs_d, x)
+        );
+        let _ = writeln!(
+            s,
+            "\n| getter beside | gets | timing | p50 µs | p99 µs | p99.9 µs | max µs | longest gap between gets, ms | from memory (with ramp-up) | disk loads | spilling thread's inserts/s |"
+        );
+        let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (name, beside, timing) in LATENCY_SCENARIOS {
+            let m = |k: &str| c.metric(&format!("{name}_{k}")).unwrap_or(f64::NAN);
+            let rate = m("spiller_inserts") / m("secs");
+            let _ = writeln!(
+                s,
+                "| {beside} | {} | {timing} | {} | {} | {} | {} | {:.1} | {:.2}% | {} | {} |",
+                fmt_num(m("gets")),
+                fmt_us(m("p50_ns")),
+                fmt_us(m("p99_ns")),
+                fmt_us(m("p999_ns")),
+                fmt_us(m("max_ns")),
+                m("max_gap_ns") / 1e6,
+                m("memory_share") * 100.0,
+                fmt_num(m("loads")),
+                if rate > 0.0 {
+                    fmt_num(rate)
+                } else {
+                    "–".into()
+                },
+            );
+            if m("wrong") > 0.0 {
+                let _ = writeln!(
+                    s,
+                    "\n**{name}: {} gets returned a wrong or no value**\n",
+                    m("wrong")
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n| target of the concurrency issue | measured | met |\n|---|---|---|"
+        );
+        let met = |ok: bool| if ok { "yes" } else { "**no**" };
+        let r2 = two / one;
+        let _ = writeln!(
+            s,
+            "| (a) W1 inserts, 2 threads ≥ 1.6x 1 thread (medians, returned inserts) | {} ({} vs {}/s) | {} |",
+            ratio(two, one),
+            fmt_num(two),
+            fmt_num(one),
+            if r2.is_finite() {
+                met(r2 >= 1.6)
+            } else {
+                "–"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "|   (same, counting the final flush: report only) | {} ({} vs {}/s) | – |",
+            ratio(two_d, one_d),
+            fmt_num(two_d),
+            fmt_num(one_d)
+        );
+        for (name, timing) in [
+            ("lat_spill_loop", "back to back"),
+            ("lat_spill_paced", "paced"),
+        ] {
+            let p99 = c.metric(&format!("{name}_p99_ns")).unwrap_or(f64::NAN);
+            let share = c
+                .metric(&format!("{name}_memory_share"))
+                .unwrap_or(f64::NAN);
+            let _ = writeln!(
+                s,
+                "| (b) get of in-memory values while a thread spills, p99 < 1 ms ({timing}) | {} µs ({:.2}% of the hot set's gets from memory{}) | {} |",
+                fmt_us(p99),
+                share * 100.0,
+                if share < 0.999 {
+                    "; not all were memory hits"
+                } else {
+                    ""
+                },
+                if p99.is_finite() {
+                    met(p99 < 1e6)
+                } else {
+                    "–"
+                }
+            );
+        }
+        for n in &c.notes {
+            let _ = writeln!(s, "\n- {} / T1: {n}", c.system);
         }
     }
 

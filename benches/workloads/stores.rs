@@ -79,7 +79,13 @@ impl<V: Serialize + DeserializeOwned + Send + Sync + 'static> SpillStore<V> {
         })
     }
 
-    fn open_chest(path: &Path, budget_bytes: u64, policy: Policy) -> BenchResult<Chest<u64, V>> {
+    /// The chest every spillchest workload uses: persistent at `path`, `budget_bytes`, `policy`,
+    /// no compression, the default shards and background writer.
+    pub fn open_chest(
+        path: &Path,
+        budget_bytes: u64,
+        policy: Policy,
+    ) -> BenchResult<Chest<u64, V>> {
         Ok(Chest::builder()
             .path(path)
             .budget(budget_bytes)
