@@ -101,6 +101,18 @@ fn account<V>(slot: &Slot<V>) -> (u64, bool) {
     (slot.memory_weight(), slot.stored == Stored::Current)
 }
 
+/// A weak reference to a value leaving memory, for `get` to share while a caller still holds
+/// it; a dangling one when nobody does (`ours` is how many references the chest itself holds).
+/// A weak reference keeps the `Arc`'s allocation alive after the value is dropped: tens of
+/// bytes per spilled entry, which for a million small values was tens of MiB.
+fn shared_weak<V>(value: &Arc<V>, ours: usize) -> std::sync::Weak<V> {
+    if Arc::strong_count(value) > ours {
+        Arc::downgrade(value)
+    } else {
+        std::sync::Weak::new()
+    }
+}
+
 /// The weight of a slot's value if it is held in memory (so in the eviction order).
 fn held_weight<V>(slot: &Slot<V>) -> Option<u64> {
     match slot.held {
@@ -231,7 +243,7 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         self.tally.memory_bytes -= weight;
         if slot.stored == Stored::Current {
             slot.held = Held::Disk {
-                weak: Arc::downgrade(&value),
+                weak: shared_weak(&value, 1),
             };
             return Some(Victim::Clean { weight });
         }
@@ -275,8 +287,9 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         };
         self.tally.writing -= 1;
         if written {
+            // The finished job holds one more reference besides this slot's.
             slot.held = Held::Disk {
-                weak: Arc::downgrade(&value),
+                weak: shared_weak(&value, 2),
             };
             return 0;
         }
