@@ -145,3 +145,72 @@ pub fn check_segment(bytes: &[u8]) -> Result<SegmentSummary, String> {
         stopped: bad_payload.or(stopped),
     })
 }
+
+/// Checks that a read-only handle following an index gets what a replay gets: replays the
+/// first `cut` bytes of `bytes` (the index as a reader opened it), then reads the rest as a
+/// follower reads what the writer appended, nets it per key and applies it. When the follower
+/// reads on (it does not ask for a reload), its keys and their places and the offset it stops
+/// at must equal a replay of all of `bytes`.
+///
+/// Returns whether the follower read on (`false`: it asked for a reload, or the bytes are not
+/// an index it would follow).
+///
+/// # Errors
+/// A sentence naming the disagreement; any is a bug.
+pub fn check_index_follow(bytes: &[u8], cut: usize) -> Result<bool, String> {
+    use crate::disk::follow::{Appended, read_appended};
+    use std::collections::HashMap;
+
+    let cut = cut.min(bytes.len());
+    if index_log::check_header(bytes).is_err() || cut < index_log::HEADER_LEN {
+        return Ok(false);
+    }
+    let prefix = &bytes[..cut];
+    let opened = index_log::replay(prefix);
+    let mut keys: HashMap<Vec<u8>, crate::disk::DiskLoc> = opened
+        .entries
+        .values()
+        .map(|(at, loc, _)| (at.of(prefix).to_vec(), *loc))
+        .collect();
+    let last = opened.last_record_at.map(|at| {
+        let mut frame = [0u8; index_log::FRAME_LEN];
+        frame.copy_from_slice(&prefix[at as usize..at as usize + index_log::FRAME_LEN]);
+        (at, frame)
+    });
+    let offset = opened.valid_len;
+    let from = last.map_or(offset, |(at, _)| at);
+    let stuck_at = opened.torn_tail.is_some().then_some(offset);
+    let skip = (offset - from) as usize;
+    let (changes, end) = match read_appended(&bytes[from as usize..], from, skip, last, stuck_at) {
+        Appended::Reload => return Ok(false),
+        Appended::Read {
+            changes, offset, ..
+        } => (changes, offset),
+    };
+    for key in &changes.removes {
+        keys.remove(key);
+    }
+    for (key, loc) in changes.puts {
+        keys.insert(key, loc);
+    }
+    let whole = index_log::replay(bytes);
+    if end != whole.valid_len {
+        return Err(format!(
+            "the follower stopped at byte {end}, a replay at byte {}",
+            whole.valid_len
+        ));
+    }
+    let replayed: HashMap<Vec<u8>, crate::disk::DiskLoc> = whole
+        .entries
+        .values()
+        .map(|(at, loc, _)| (at.of(bytes).to_vec(), *loc))
+        .collect();
+    if keys != replayed {
+        return Err(format!(
+            "the follower has {} keys, a replay {}; they differ",
+            keys.len(),
+            replayed.len()
+        ));
+    }
+    Ok(true)
+}

@@ -8,7 +8,9 @@ use spillchest::Chest;
 
 #[path = "../fuzz/differential_driver.rs"]
 mod differential;
-use spillchest::format::{check_index_log, check_meta, check_segment, check_value_file};
+use spillchest::format::{
+    check_index_follow, check_index_log, check_meta, check_segment, check_value_file,
+};
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,6 +48,23 @@ fn index_log_corpus_never_panics_and_seeds_parse() {
         }
     }
     assert!(valid > 0);
+}
+
+#[test]
+fn index_follow_corpus_agrees_with_a_replay() {
+    let mut followed = 0;
+    for (name, data) in corpus("index_follow") {
+        if data.len() < 2 {
+            continue;
+        }
+        let cut = usize::from(u16::from_le_bytes([data[0], data[1]]));
+        match check_index_follow(&data[2..], cut) {
+            Ok(true) => followed += 1,
+            Ok(false) => assert!(!name.contains("seed-valid"), "{name} should be followed"),
+            Err(why) => panic!("{name}: {why}"),
+        }
+    }
+    assert!(followed > 0);
 }
 
 #[test]
@@ -152,4 +171,22 @@ fn regenerate_seed_corpus() {
         &keys[..keys.len() - 3],
     )
     .unwrap();
+    // Follower seeds: the reader's cut (two bytes), then the index, cut at its header, at a
+    // third, at a half, inside its last record and at its end.
+    fs::create_dir_all(root.join("index_follow")).unwrap();
+    for (name, index) in [
+        ("valid-keys", &keys[..]),
+        ("torn-keys", &keys[..keys.len() - 3]),
+    ] {
+        let len = index.len();
+        for cut in [16, len / 3, len / 2, len.saturating_sub(5).max(16), len] {
+            let mut seed = u16::try_from(cut).unwrap().to_le_bytes().to_vec();
+            seed.extend_from_slice(index);
+            fs::write(
+                root.join(format!("index_follow/seed-{name}-cut{cut}")),
+                &seed,
+            )
+            .unwrap();
+        }
+    }
 }

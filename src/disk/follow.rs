@@ -172,54 +172,94 @@ impl Follower {
             .and_then(|_| file.read_to_end(&mut bytes))
             .map_err(|e| Error::io(&self.path, "read index", e))?;
         let skip = (self.offset - from) as usize;
-        if bytes.len() < skip {
-            return Ok(Step::Reload);
+        match read_appended(&bytes, from, skip, self.last, self.stuck_at) {
+            Appended::Reload => Ok(Step::Reload),
+            Appended::Read {
+                changes,
+                offset,
+                last,
+            } => {
+                self.offset = offset;
+                self.last = last;
+                Ok(Step::Changes(changes))
+            }
         }
-        if let Some((_, frame)) = &self.last
-            && bytes.get(..FRAME_LEN) != Some(&frame[..])
-        {
-            return Ok(Step::Reload);
-        }
-        let mut net: HashMap<&[u8], Option<DiskLoc>> = HashMap::new();
-        let mut last_commit_ms = None;
-        let mut at = skip;
-        let mut last = self.last;
-        loop {
-            match read_framed(&bytes[at..]) {
-                Framed::Record(record, len) => {
-                    match record {
-                        Record::Put { key, loc } => {
-                            net.insert(key, Some(loc));
-                        }
-                        Record::Remove { key } => {
-                            net.insert(key, None);
-                        }
-                        Record::Commit { unix_ms } => last_commit_ms = Some(unix_ms),
+    }
+}
+
+/// What [`read_appended`] found.
+#[derive(Debug)]
+pub(crate) enum Appended {
+    /// The bytes are not the ones read before, or a whole record is invalid: reload.
+    Reload,
+    /// The records read, netted per key; the offset after the last whole valid record, and
+    /// that record's start and frame.
+    Read {
+        changes: Changes,
+        offset: u64,
+        last: Option<(u64, [u8; FRAME_LEN])>,
+    },
+}
+
+/// Reads the records of an index appended past what a follower applied, from `bytes` (the
+/// file from byte `from` on, which is where the last applied record starts, or the offset
+/// when there is none; its records start at `skip`), and nets them per key. A pure function of
+/// bytes read from disk, so the fuzz target `index_follow` can check it against a replay.
+pub(crate) fn read_appended(
+    bytes: &[u8],
+    from: u64,
+    skip: usize,
+    last: Option<(u64, [u8; FRAME_LEN])>,
+    stuck_at: Option<u64>,
+) -> Appended {
+    if bytes.len() < skip {
+        return Appended::Reload;
+    }
+    if let Some((_, frame)) = &last
+        && bytes.get(..FRAME_LEN) != Some(&frame[..])
+    {
+        return Appended::Reload;
+    }
+    let mut net: HashMap<&[u8], Option<DiskLoc>> = HashMap::new();
+    let mut last_commit_ms = None;
+    let mut at = skip;
+    let mut last = last;
+    loop {
+        match read_framed(&bytes[at..]) {
+            Framed::Record(record, len) => {
+                match record {
+                    Record::Put { key, loc } => {
+                        net.insert(key, Some(loc));
                     }
-                    let frame: [u8; FRAME_LEN] = bytes[at..at + FRAME_LEN]
-                        .try_into()
-                        .map_err(|_| Error::corrupt(&self.path, "record frame vanished"))?;
-                    last = Some((from + at as u64, frame));
-                    at += len;
+                    Record::Remove { key } => {
+                        net.insert(key, None);
+                    }
+                    Record::Commit { unix_ms } => last_commit_ms = Some(unix_ms),
                 }
-                Framed::Incomplete(_) => break,
-                Framed::Invalid(_) if self.stuck_at == Some(from + at as u64) => break,
-                Framed::Invalid(_) => return Ok(Step::Reload),
+                let mut frame = [0u8; FRAME_LEN];
+                frame.copy_from_slice(&bytes[at..at + FRAME_LEN]);
+                last = Some((from + at as u64, frame));
+                at += len;
             }
+            Framed::Incomplete(_) => break,
+            Framed::Invalid(_) if stuck_at == Some(from + at as u64) => break,
+            Framed::Invalid(_) => return Appended::Reload,
         }
-        self.offset = from + at as u64;
-        self.last = last;
-        let mut changes = Changes {
-            last_commit_ms,
-            ..Changes::default()
-        };
-        for (key, loc) in net {
-            match loc {
-                Some(loc) => changes.puts.push((key.to_vec(), loc)),
-                None => changes.removes.push(key.to_vec()),
-            }
+    }
+    let mut changes = Changes {
+        last_commit_ms,
+        ..Changes::default()
+    };
+    for (key, loc) in net {
+        match loc {
+            Some(loc) => changes.puts.push((key.to_vec(), loc)),
+            None => changes.removes.push(key.to_vec()),
         }
-        Ok(Step::Changes(changes))
+    }
+    Appended::Read {
+        changes,
+        offset: from + at as u64,
+        last,
     }
 }
 

@@ -11,7 +11,7 @@
 #[cfg(feature = "ndarray")]
 pub(crate) mod array_file;
 mod compact_all;
-mod follow;
+pub(crate) mod follow;
 pub(crate) mod index_log;
 mod inspect;
 mod io;
