@@ -520,3 +520,88 @@ fn one_writer_and_three_readers_in_separate_processes() {
         );
     }
 }
+
+/// One read-only chest shared by three threads, beside a writer in the same process spilling in
+/// the background: refreshes (explicit, and on misses) race each other and the threads' reads
+/// of values the writer moves, overwrites, compacts away and removes. Every value read must be
+/// whole and a version the writer stored, and no thread may see a key's version go back.
+#[test]
+fn a_read_only_chest_shared_by_threads_follows_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.chest");
+    let writer = multi_process_writer(&path);
+    const KEYS: u64 = 64;
+    for key in 0..KEYS {
+        writer.insert(key, checked_value(key, 0, 200)).unwrap();
+    }
+    writer.flush().unwrap();
+    let reader: Store = Chest::builder()
+        .path(&path)
+        .budget(4 << 10)
+        .read_only()
+        .open()
+        .unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let mut readers = Vec::new();
+        for t in 0..3u64 {
+            let (reader, done) = (&reader, &done);
+            readers.push(scope.spawn(move || {
+                let mut rng = Rng(0x5EED_0000 + t);
+                let mut newest = vec![0u64; KEYS as usize];
+                let mut reads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let key = rng.below(KEYS);
+                    if rng.below(50) == 0 {
+                        reader.refresh().unwrap();
+                    }
+                    match reader.get(&key) {
+                        Ok(Some(v)) => {
+                            let (k, version) = check_value(&v)
+                                .unwrap_or_else(|e| panic!("thread {t}, key {key}: {e}"));
+                            assert_eq!(k, key);
+                            assert!(
+                                version >= newest[key as usize],
+                                "thread {t}, key {key}: version {version} after {}",
+                                newest[key as usize]
+                            );
+                            newest[key as usize] = version;
+                            reads += 1;
+                        }
+                        Ok(None) => {}
+                        Err(e) => panic!("thread {t}, key {key}: {e}"),
+                    }
+                }
+                reads
+            }));
+        }
+        let mut rng = Rng(0xC0FFEE);
+        for version in 1..=4000u64 {
+            let key = rng.below(KEYS);
+            if rng.below(10) == 0 {
+                writer.remove(&key).unwrap();
+            } else {
+                let len = if rng.below(20) == 0 { 6000 } else { 200 };
+                writer
+                    .insert(key, checked_value(key, version, len))
+                    .unwrap();
+            }
+            if version % 100 == 0 {
+                writer.flush().unwrap();
+            }
+        }
+        writer.flush().unwrap();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        for handle in readers {
+            assert!(handle.join().unwrap() > 0, "a thread read nothing");
+        }
+    });
+    // After a last refresh the reader has exactly the writer's keys and values.
+    reader.refresh().unwrap();
+    for key in 0..KEYS {
+        let want = writer.get(&key).unwrap();
+        let got = reader.get(&key).unwrap();
+        assert_eq!(got.as_deref(), want.as_deref(), "key {key}");
+    }
+    writer.close().unwrap();
+}

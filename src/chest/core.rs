@@ -647,7 +647,7 @@ where
                 Ok(Fetched::Value(payload, read)) => {
                     let value = self.decode_payload(&payload, key_bytes, &read)?;
                     if read != loc {
-                        self.saw_newer(key, loc, read);
+                        self.saw_newer(key, read);
                     }
                     return Ok(Some((value, read)));
                 }

@@ -36,7 +36,12 @@ where
             return Ok(());
         }
         let mut engine = self.engine.lock();
-        match engine.disk.refresh()? {
+        let refreshed = engine.disk.refresh()?;
+        // The segments the new places name are open now: readers get their handles before
+        // any place names them (a handle of a segment deleted since goes too; a read that
+        // still names it finds it moved, refreshes, and reads where it is now).
+        self.refresh_files(&engine.disk);
+        match refreshed {
             Refreshed::Changes(changes) => {
                 for key in &changes.removes {
                     let key = self.decode_index_key(key)?;
@@ -64,7 +69,6 @@ where
                 }
             }
         }
-        self.refresh_files(&engine.disk);
         Ok(())
     }
 
@@ -75,17 +79,20 @@ where
     /// [`load_current`](Core::load_current)), and going back to the older write would show a
     /// newer value and then an older one.
     fn follow_put(&self, key: K, loc: DiskLoc) {
-        let known = self.locs.read().map.get(&key).map(|l| l.seq);
-        match known {
+        let version = self.next_version();
+        let mut shard = self.shards[self.shard_of(&key)].lock();
+        // The check and the change under one write lock: a read may record a newer write
+        // meanwhile (`saw_newer`), which must not be replaced by this older one.
+        let mut locs = self.locs.write();
+        match locs.map.get(&key).map(|l| l.seq) {
             Some(seq) if seq > loc.seq => {}
             Some(seq) if seq == loc.seq => {
-                self.locs.write().map.insert(key, loc);
+                locs.map.insert(key, loc);
             }
             _ => {
-                let version = self.next_version();
-                let mut shard = self.shards[self.shard_of(&key)].lock();
                 // The new place is known before the slot that sends readers to it.
-                self.locs.write().map.insert(key.clone(), loc);
+                locs.map.insert(key.clone(), loc);
+                drop(locs);
                 let old = shard.put(
                     key,
                     Slot {
@@ -140,13 +147,14 @@ where
         }
     }
 
-    /// Remembers that `key`'s value was read from a newer write (`read`) than its entry named
-    /// (`loc`): a value file renamed into place before its index record was read.
-    pub(super) fn saw_newer(&self, key: &K, loc: DiskLoc, read: DiskLoc) {
+    /// Remembers that `key`'s value was read from a newer write (`read`) than its entry named:
+    /// a value file renamed into place before its index record was read. Whatever the entry
+    /// names now (a refresh may have moved it to a write between the two), a later read must
+    /// not return an older write than this one.
+    pub(super) fn saw_newer(&self, key: &K, read: DiskLoc) {
         let mut locs = self.locs.write();
         if let Some(known) = locs.map.get_mut(key)
-            && *known == loc
-            && read.seq > loc.seq
+            && read.seq > known.seq
         {
             *known = read;
         }
