@@ -162,16 +162,7 @@ where
                 .collect();
             for (key, _) in &decoded {
                 let shard = (hasher.hash_one(key) as usize) % shard_count;
-                shards[shard].put(
-                    key.clone(),
-                    Slot {
-                        held: Held::Disk {
-                            weak: std::sync::Weak::new(),
-                        },
-                        stored: Stored::Current,
-                        version: 0,
-                    },
-                );
+                shards[shard].put(key.clone(), Slot::on_disk(0));
             }
             shards
         };
@@ -544,6 +535,14 @@ where
             self.release(old.memory_weight());
         }
         Ok(())
+    }
+
+    /// Makes `key`'s slot in `shard` (its shard, locked) a new value held on disk only, and
+    /// releases the weight of what the slot held in memory before.
+    fn put_on_disk(&self, shard: &mut MemoryTier<K, V>, key: K, version: u64) {
+        if let Some(old) = shard.put(key, Slot::on_disk(version)) {
+            self.release(old.memory_weight());
+        }
     }
 
     /// Writes `value` as `key`'s value at once and holds it on disk only (values heavier than

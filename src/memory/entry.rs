@@ -38,6 +38,17 @@ pub(crate) struct Slot<V> {
 }
 
 impl<V> Slot<V> {
+    /// A slot whose current value is on disk only (version `version`).
+    pub(crate) fn on_disk(version: u64) -> Self {
+        Slot {
+            held: Held::Disk {
+                weak: std::sync::Weak::new(),
+            },
+            stored: Stored::Current,
+            version,
+        }
+    }
+
     /// The value, if some `Arc` of it is alive.
     pub(crate) fn live_value(&self) -> Option<Arc<V>> {
         match &self.held {

@@ -13,7 +13,7 @@ use super::{Core, bump};
 use crate::codec::Codec;
 use crate::disk::{DiskMode, MappedValue, PendingValue, Place};
 use crate::error::{Error, Result};
-use crate::memory::{Held, Slot, Stored};
+use crate::memory::Stored;
 
 impl<K, V, C> Core<K, V, C>
 where
@@ -43,19 +43,8 @@ where
         bump(&self.counters.spill_bytes, loc.raw_len);
         self.locs.write().map.insert(key.clone(), loc);
         let version = self.next_version();
-        let old = self.shards[self.shard_of(&key)].lock().put(
-            key,
-            Slot {
-                held: Held::Disk {
-                    weak: std::sync::Weak::new(),
-                },
-                stored: Stored::Current,
-                version,
-            },
-        );
-        if let Some(old) = old {
-            self.release(old.memory_weight());
-        }
+        let mut shard = self.shards[self.shard_of(&key)].lock();
+        self.put_on_disk(&mut shard, key, version);
         Ok(())
     }
 

@@ -20,7 +20,6 @@ use crate::disk::{DiskLoc, DiskMode, Refreshed};
 #[cfg(feature = "ndarray")]
 use crate::disk::{MappedValue, Place};
 use crate::error::{Error, Result};
-use crate::memory::{Held, Slot, Stored};
 
 impl<K, V, C> Core<K, V, C>
 where
@@ -93,19 +92,7 @@ where
                 // The new place is known before the slot that sends readers to it.
                 locs.map.insert(key.clone(), loc);
                 drop(locs);
-                let old = shard.put(
-                    key,
-                    Slot {
-                        held: Held::Disk {
-                            weak: std::sync::Weak::new(),
-                        },
-                        stored: Stored::Current,
-                        version,
-                    },
-                );
-                if let Some(old) = old {
-                    self.release(old.memory_weight());
-                }
+                self.put_on_disk(&mut shard, key, version);
             }
         }
     }

@@ -365,13 +365,7 @@ where
                     version,
                 }
             }
-            None if stored => Slot {
-                held: Held::Disk {
-                    weak: std::sync::Weak::new(),
-                },
-                stored: Stored::Current,
-                version,
-            },
+            None if stored => Slot::on_disk(version),
             None => return,
         };
         shard.put(key.clone(), slot);
