@@ -14,11 +14,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::disk::DiskLoc;
 use crate::disk::index_log::{FRAME_LEN, Framed, Record, read_framed};
+use crate::disk::{DiskLoc, io};
 use crate::error::{Error, Result};
 
 /// What the writer changed since the last refresh, netted per key: a key put and then removed
@@ -84,11 +83,6 @@ pub(crate) struct Follower {
     stuck_at: Option<u64>,
 }
 
-/// Device and inode of a file's metadata.
-fn identity_of(meta: &std::fs::Metadata) -> (u64, u64) {
-    (meta.dev(), meta.ino())
-}
-
 impl Follower {
     /// Opens the index at `path` and reads all of it. `Ok(None)` when there is no index.
     pub(crate) fn open(path: &Path) -> Result<Option<(Follower, Vec<u8>)>> {
@@ -106,7 +100,7 @@ impl Follower {
         let follower = Follower {
             path: path.to_path_buf(),
             file,
-            identity: identity_of(&meta),
+            identity: io::identity(&meta),
             read_len: bytes.len() as u64,
             readable: false,
             offset: 0,
@@ -141,7 +135,7 @@ impl Follower {
     /// again then).
     pub(crate) fn changed_since_open(&self) -> Result<bool> {
         match std::fs::metadata(&self.path) {
-            Ok(meta) => Ok(identity_of(&meta) != self.identity || meta.len() != self.read_len),
+            Ok(meta) => Ok(io::identity(&meta) != self.identity || meta.len() != self.read_len),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
             Err(e) => Err(Error::io(&self.path, "stat index", e)),
         }
@@ -154,7 +148,7 @@ impl Follower {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Pending::Reload),
             Err(e) => return Err(Error::io(&self.path, "stat index", e)),
         };
-        if identity_of(&meta) != self.identity || meta.len() < self.offset {
+        if io::identity(&meta) != self.identity || meta.len() < self.offset {
             return Ok(Pending::Reload);
         }
         if !self.readable || meta.len() == self.offset {

@@ -8,6 +8,18 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 
+/// A file's device and inode: what tells that a path now names another file (a segment
+/// deleted and its number reused, an index renamed over).
+pub(crate) fn identity(meta: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// True when `path` names the file of `identity` (false when it names none).
+pub(crate) fn path_names(path: &Path, identity: (u64, u64)) -> bool {
+    fs::metadata(path).is_ok_and(|meta| self::identity(&meta) == identity)
+}
+
 /// The kinds of operation a test can make fail.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Op {

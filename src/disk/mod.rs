@@ -26,7 +26,7 @@ pub(crate) mod value_file;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -307,12 +307,10 @@ impl Reader {
     }
 }
 
-/// True when `path` names the file `file` is open on (same device and inode).
+/// True when `path` names the file `file` is open on.
 fn same_file(file: &File, path: &Path) -> bool {
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
-        _ => false,
-    }
+    file.metadata()
+        .is_ok_and(|open| io::path_names(path, io::identity(&open)))
 }
 
 /// What a read-only tier's [`DiskTier::refresh`] found the writer had done.

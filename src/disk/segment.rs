@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -247,7 +247,7 @@ fn identity_of(file: &File, path: &Path) -> Result<(u64, u64)> {
     let meta = file
         .metadata()
         .map_err(|e| Error::io(path, "stat segment", e))?;
-    Ok((meta.dev(), meta.ino()))
+    Ok(io::identity(&meta))
 }
 
 /// Where a record is.
@@ -620,8 +620,7 @@ impl SegmentStore {
         let Some(segment) = self.segments.get(&id) else {
             return false;
         };
-        std::fs::metadata(self.path_of(id))
-            .is_ok_and(|meta| (meta.dev(), meta.ino()) == segment.identity)
+        io::path_names(&self.path_of(id), segment.identity)
     }
 
     /// Read-only: a record the writer wrote ends at `end` in segment `id`. Opens the segment
