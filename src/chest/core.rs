@@ -252,10 +252,14 @@ where
     /// Encodes `key` into `out`, replacing what it held.
     fn encode_key_into(&self, key: &K, out: &mut Vec<u8>) -> Result<()> {
         out.clear();
-        self.codec.encode(key, out).map_err(|source| Error::Encode {
+        self.codec.encode(key, out).map_err(Self::key_error)
+    }
+
+    fn key_error(source: crate::CodecError) -> Error {
+        Error::Encode {
             what: "key".into(),
             source,
-        })
+        }
     }
 
     fn encode_error(key_bytes: &[u8], source: crate::CodecError) -> Error {
@@ -265,14 +269,15 @@ where
         }
     }
 
-    /// A value's weight: the user's weigher, or its encoded length.
-    fn weigh(&self, key_bytes: &[u8], value: &V) -> Result<u64> {
+    /// `key`'s value's weight: the user's weigher, or its encoded length (counted, not
+    /// written; the key's bytes are made only for an error).
+    fn weigh(&self, key: &K, value: &V) -> Result<u64> {
         match &self.weigher {
             Some(weigher) => Ok(weigher(value)),
-            None => self
-                .codec
-                .encoded_len(value)
-                .map_err(|source| Self::encode_error(key_bytes, source)),
+            None => match self.codec.encoded_len(value) {
+                Ok(len) => Ok(len),
+                Err(source) => Err(Self::encode_error(&self.encode_key(key)?, source)),
+            },
         }
     }
 
@@ -498,19 +503,8 @@ where
         self.take_deferred()?;
         // The key must encode (checked by counting its bytes: no allocation); its bytes are
         // made only when needed, for a direct write or an error message.
-        self.codec
-            .encoded_len(&key)
-            .map_err(|source| Error::Encode {
-                what: "key".into(),
-                source,
-            })?;
-        let weight = match &self.weigher {
-            Some(weigher) => weigher(&value),
-            None => match self.codec.encoded_len(&*value) {
-                Ok(len) => len,
-                Err(source) => return Err(Self::encode_error(&self.encode_key(&key)?, source)),
-            },
-        };
+        self.codec.encoded_len(&key).map_err(Self::key_error)?;
+        let weight = self.weigh(&key, &value)?;
         if weight > self.budget || self.largest_goes_to_disk(weight) {
             let key_bytes = self.encode_key(&key)?;
             return self.store_direct(key, &key_bytes, value);
@@ -537,10 +531,10 @@ where
         Ok(())
     }
 
-    /// Makes `key`'s slot in `shard` (its shard, locked) a new value held on disk only, and
-    /// releases the weight of what the slot held in memory before.
-    fn put_on_disk(&self, shard: &mut MemoryTier<K, V>, key: K, version: u64) {
-        if let Some(old) = shard.put(key, Slot::on_disk(version)) {
+    /// Sets `key`'s slot in `shard` (its shard, locked) and releases the weight of what the
+    /// slot held in memory before.
+    fn put_slot(&self, shard: &mut MemoryTier<K, V>, key: K, slot: Slot<V>) {
+        if let Some(old) = shard.put(key, slot) {
             self.release(old.memory_weight());
         }
     }
@@ -571,19 +565,10 @@ where
         self.locs.write().map.insert(key.clone(), loc);
         self.refresh_files(disk);
         let version = self.next_version();
-        let old = self.shards[self.shard_of(&key)].lock().put(
-            key,
-            Slot {
-                held: Held::Disk {
-                    weak: Arc::downgrade(&value),
-                },
-                stored: Stored::Current,
-                version,
-            },
-        );
-        if let Some(old) = old {
-            self.release(old.memory_weight());
-        }
+        let mut shard = self.shards[self.shard_of(&key)].lock();
+        // Shared with later gets while the caller holds it (get_or_insert_with's callers do).
+        self.put_slot(&mut shard, key, Slot::on_disk_shared(version, &value, 1));
+        drop(shard);
         self.compact_quietly(&mut engine);
         Ok(())
     }
@@ -597,10 +582,10 @@ where
         match encoded {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(Self::encode_error(key_bytes, source)),
-            Err(_) => Err(Error::Encode {
-                what: format!("value of key {}", KeyDigest::of(key_bytes)),
-                source: "the value's Serialize implementation panicked".into(),
-            }),
+            Err(_) => Err(Self::encode_error(
+                key_bytes,
+                "the value's Serialize implementation panicked".into(),
+            )),
         }
     }
 
@@ -798,7 +783,7 @@ where
             // old value (or, when `f` had the only copy, the value as `f` left it).
             let weighed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 f(&mut private);
-                self.weigh(&key_bytes, &private)
+                self.weigh(key, &private)
             }));
             let weighed = match weighed {
                 Ok(Ok(weight)) => Ok(weight),
@@ -845,17 +830,12 @@ where
                     weight,
                 }
             };
-            let old = shard.put(
-                key.clone(),
-                Slot {
-                    held,
-                    stored,
-                    version: new_version,
-                },
-            );
-            if let Some(old) = old {
-                self.release(old.memory_weight());
-            }
+            let slot = Slot {
+                held,
+                stored,
+                version: new_version,
+            };
+            self.put_slot(&mut shard, key.clone(), slot);
             let last = if in_memory {
                 0
             } else {
@@ -1037,7 +1017,7 @@ where
                 }
             }
             for key in &queued {
-                shard.note_write_queued(key);
+                shard.note_disk_may_hold(key);
             }
         }
         let last = self.queue.lock().enqueued;
@@ -1084,43 +1064,50 @@ where
 
     /// Rewrites every sealed segment whose live bytes fell under half: the records that some
     /// key's stored copy still is are copied into the active segment, the copies are made
-    /// durable, and the old file removed. Readers holding the old file keep reading it.
+    /// durable (one sync for all of them), and the old files removed. Readers holding an old
+    /// file keep reading it.
     fn compact(&self, engine: &mut Engine) -> Result<()> {
-        for id in engine.disk.compaction_candidates() {
-            let movers: Vec<(K, DiskLoc)> = self
-                .locs
-                .read()
-                .map
-                .iter()
-                .filter(|(_, loc)| DiskTier::is_in_segment(loc, id))
-                .map(|(k, loc)| (k.clone(), *loc))
-                .collect();
-            let mut moved = Vec::with_capacity(movers.len());
-            let staged = (|| {
-                for (key, loc) in &movers {
-                    let key_bytes = self.encode_key(key)?;
-                    moved.push((key.clone(), engine.disk.copy_record(&key_bytes, *loc)?));
-                }
-                engine.disk.commit_staged()
-            })();
-            if let Err(e) = staged {
-                engine.disk.discard_staged();
-                return Err(e);
+        let candidates = engine.disk.compaction_candidates();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        // One pass over the stored places finds the records of every candidate.
+        let movers: Vec<(K, DiskLoc)> = self
+            .locs
+            .read()
+            .map
+            .iter()
+            .filter(|(_, loc)| matches!(loc.place, Place::Segment(p) if candidates.contains(&p.segment)))
+            .map(|(k, loc)| (k.clone(), *loc))
+            .collect();
+        let mut moved = Vec::with_capacity(movers.len());
+        let mut key_bytes = Vec::new();
+        let staged = (|| {
+            for (key, loc) in &movers {
+                self.encode_key_into(key, &mut key_bytes)?;
+                moved.push((key.clone(), engine.disk.copy_record(&key_bytes, *loc)?));
             }
-            {
-                let mut locs = self.locs.write();
-                for (key, loc) in moved {
-                    locs.map.insert(key, loc);
-                }
+            engine.disk.commit_staged()
+        })();
+        if let Err(e) = staged {
+            engine.disk.discard_staged();
+            return Err(e);
+        }
+        {
+            let mut locs = self.locs.write();
+            for (key, loc) in moved {
+                locs.map.insert(key, loc);
             }
-            self.refresh_files(&engine.disk);
-            // The old segment may hold the only durable copy of flushed values: sync the new
-            // copies and their index records before it goes.
-            engine.disk.sync(None)?;
+        }
+        self.refresh_files(&engine.disk);
+        // The old segments may hold the only durable copy of flushed values: sync the new
+        // copies and their index records before they go.
+        engine.disk.sync(None)?;
+        for id in candidates {
             engine.disk.remove_segment(id)?;
-            self.refresh_files(&engine.disk);
             bump(&self.counters.compactions, 1);
         }
+        self.refresh_files(&engine.disk);
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use std::hash::Hash;
 use crate::hash::Map;
 use std::sync::Arc;
 
+use entry::shared_weak;
 pub(crate) use entry::{Held, Slot, Stored};
 use order::EvictionOrder;
 pub use order::Policy;
@@ -101,18 +102,6 @@ fn account<V>(slot: &Slot<V>) -> (u64, bool) {
     (slot.memory_weight(), slot.stored == Stored::Current)
 }
 
-/// A weak reference to a value leaving memory, for `get` to share while a caller still holds
-/// it; a dangling one when nobody does (`ours` is how many references the chest itself holds).
-/// A weak reference keeps the `Arc`'s allocation alive after the value is dropped: tens of
-/// bytes per spilled entry, which for a million small values was tens of MiB.
-fn shared_weak<V>(value: &Arc<V>, ours: usize) -> std::sync::Weak<V> {
-    if Arc::strong_count(value) > ours {
-        Arc::downgrade(value)
-    } else {
-        std::sync::Weak::new()
-    }
-}
-
 /// The weight of a slot's value if it is held in memory (so in the eviction order).
 fn held_weight<V>(slot: &Slot<V>) -> Option<u64> {
     match slot.held {
@@ -190,12 +179,12 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         Some(result)
     }
 
-    /// Notes that a write of `key`'s in-memory value was queued without evicting it (a
-    /// flush's): a slot the disk held nothing for now has a write that may still land, which
-    /// the slot replacing it must know (see [`Slot::stored_after_replace`]): otherwise an
-    /// overwrite then a removal would queue no removal, and the flushed value would come back
-    /// at reopen.
-    pub(crate) fn note_write_queued(&mut self, key: &K) {
+    /// Notes that the disk holds, or may come to hold, an older value of `key` (a flush queued
+    /// a write of the value in memory; a removal of the key's record failed): a slot the disk
+    /// held nothing for becomes `Stale`, which the slot replacing it inherits (see
+    /// [`Slot::stored_after_replace`]), so a later removal reaches the disk and the old value
+    /// never comes back at reopen. Not a use: the eviction order is left alone.
+    pub(crate) fn note_disk_may_hold(&mut self, key: &K) {
         if let Some(slot) = self.slots.get_mut(key)
             && slot.stored == Stored::Nothing
         {
@@ -510,7 +499,7 @@ mod tests {
                     writes.retain(|(k, _)| *k != key);
                 }
                 6 => {
-                    m.note_write_queued(&key);
+                    m.note_disk_may_hold(&key);
                 }
                 _ => {
                     m.remove(&key);

@@ -13,7 +13,7 @@ use super::{Core, bump};
 use crate::codec::Codec;
 use crate::disk::{DiskMode, MappedValue, PendingValue, Place};
 use crate::error::{Error, Result};
-use crate::memory::Stored;
+use crate::memory::{Slot, Stored};
 
 impl<K, V, C> Core<K, V, C>
 where
@@ -44,7 +44,7 @@ where
         self.locs.write().map.insert(key.clone(), loc);
         let version = self.next_version();
         let mut shard = self.shards[self.shard_of(&key)].lock();
-        self.put_on_disk(&mut shard, key, version);
+        self.put_slot(&mut shard, key, Slot::on_disk(version));
         Ok(())
     }
 

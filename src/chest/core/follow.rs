@@ -20,6 +20,7 @@ use crate::disk::{DiskLoc, DiskMode, Refreshed};
 #[cfg(feature = "ndarray")]
 use crate::disk::{MappedValue, Place};
 use crate::error::{Error, Result};
+use crate::memory::Slot;
 
 impl<K, V, C> Core<K, V, C>
 where
@@ -92,7 +93,7 @@ where
                 // The new place is known before the slot that sends readers to it.
                 locs.map.insert(key.clone(), loc);
                 drop(locs);
-                self.put_on_disk(&mut shard, key, version);
+                self.put_slot(&mut shard, key, Slot::on_disk(version));
             }
         }
     }

@@ -341,11 +341,7 @@ where
             // A newer value: the disk still has the old record, so removing it later must
             // reach the disk.
             if stored {
-                shard.update(key, |slot| {
-                    if slot.stored == Stored::Nothing {
-                        slot.stored = Stored::Stale;
-                    }
-                });
+                shard.note_disk_may_hold(key);
             }
             return;
         }
