@@ -2,10 +2,13 @@
 //! keys with a tiny budget, in the background-spilling mode, checked against a model; a
 //! sampler thread checks the memory bound all along.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::Rng;
 use spillchest::Chest;
 
 const THREADS: u64 = 8;
@@ -43,18 +46,6 @@ fn check(key: u64, v: &[u8]) {
         "key {key}: torn value"
     );
     assert_eq!(u64::from_le_bytes(v[..8].try_into().unwrap()), key);
-}
-
-/// A small deterministic generator per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

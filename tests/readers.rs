@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{child_role, say, spawn_child};
+use common::{Rng, child_role, say, spawn_child};
 use spillchest::{Chest, Error};
 
 type Store = Chest<u64, Vec<u8>>;
@@ -335,22 +335,6 @@ fn check_value(v: &[u8]) -> Result<(u64, u64), String> {
         return Err(format!("key {key} version {version}: wrong bytes"));
     }
     Ok((key, version))
-}
-
-/// A xorshift stream.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Spills in the background (the default), so readers race the writer thread too.

@@ -6,6 +6,7 @@
 //! [`PATH_VAR`] (the chest directory). The test function sees the role with [`child_role`] and
 //! acts as the child. A child talks back through stdout lines starting with [`LINE_PREFIX`]
 //! (written by [`say`]) and its exit status; everything else libtest prints is ignored.
+//! Also a small xorshift stream ([`Rng`]) for tests that draw operations or keys.
 
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -218,4 +219,21 @@ pub fn tag_of(value: &[u8]) -> Option<(u64, u64)> {
     let key = u64::from_le_bytes(value.get(..8)?.try_into().ok()?);
     let generation = u64::from_le_bytes(value.get(8..16)?.try_into().ok()?);
     Some((key, generation))
+}
+
+/// A small deterministic xorshift stream, for tests that draw operations or keys.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A draw below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
 }
