@@ -9,9 +9,11 @@
 //! RUSTFLAGS="--cfg shuttle" CARGO_TARGET_DIR=target/shuttle cargo test --test shuttle
 //! ```
 //!
-//! `SPILLCHEST_SHUTTLE_SCALE=10` runs ten times the iterations. A failure prints shuttle's
-//! schedule; to replay it, run the one test with `SPILLCHEST_SHUTTLE_SCHEDULE=<schedule>`
-//! (and `-- --exact <name>`).
+//! `SPILLCHEST_SHUTTLE_SCALE=10` runs ten times the iterations. With `CI` set, the schedulers'
+//! seeds are fixed, so CI explores the same schedules every time; otherwise each run explores
+//! new ones. A failure prints shuttle's schedule; to replay it, run the one test with
+//! `SPILLCHEST_SHUTTLE_SCHEDULE=<schedule>` or `SPILLCHEST_SHUTTLE_SCHEDULE_FILE=<file>` (and
+//! `-- --exact <name>`).
 //!
 //! What is checked: values read back (during the run and after it) are ones some thread wrote
 //! and never older than one already seen, `memory_bytes` never exceeds the budget and in-flight
@@ -79,11 +81,23 @@ fn check_bounds(chest: &TestChest, updaters: u64) {
     );
 }
 
+/// The seed of both schedulers when `CI` is set.
+const CI_SEED: u64 = 0x5b11_c4e5;
+
 /// Runs `scenario` `iterations` times under shuttle's random scheduler, then as many times
 /// under PCT (which favours schedules with few, well-placed preemptions), or replays the
-/// schedule in `SPILLCHEST_SHUTTLE_SCHEDULE`.
+/// schedule in `SPILLCHEST_SHUTTLE_SCHEDULE` (or in the file `SPILLCHEST_SHUTTLE_SCHEDULE_FILE`
+/// names: a schedule that ran into shuttle's step bound is too long for a variable).
 fn explore(scenario: fn(), iterations: usize) {
-    if let Ok(schedule) = std::env::var("SPILLCHEST_SHUTTLE_SCHEDULE") {
+    let schedule = std::env::var("SPILLCHEST_SHUTTLE_SCHEDULE")
+        .ok()
+        .or_else(|| {
+            // A schedule that ran into the step bound is too long for an environment variable.
+            let file = std::env::var("SPILLCHEST_SHUTTLE_SCHEDULE_FILE").ok()?;
+            let text = std::fs::read_to_string(file).expect("read the schedule file");
+            Some(text.chars().filter(char::is_ascii_hexdigit).collect())
+        });
+    if let Some(schedule) = schedule {
         run(ReplayScheduler::new_from_encoded(&schedule), scenario);
         return;
     }
@@ -92,8 +106,20 @@ fn explore(scenario: fn(), iterations: usize) {
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(1);
     let iterations = iterations * scale;
-    let random = run(RandomScheduler::new(iterations), scenario);
-    let pct = run(PctScheduler::new(3, iterations), scenario);
+    // CI explores the same schedules on every run (a rare failure found there must not come
+    // and go with the seed); elsewhere every run explores new ones.
+    let (random, pct) = match std::env::var("CI") {
+        Ok(_) => (
+            RandomScheduler::new_from_seed(CI_SEED, iterations),
+            PctScheduler::new_from_seed(CI_SEED, 3, iterations),
+        ),
+        Err(_) => (
+            RandomScheduler::new(iterations),
+            PctScheduler::new(3, iterations),
+        ),
+    };
+    let random = run(random, scenario);
+    let pct = run(pct, scenario);
     eprintln!("{random} random and {pct} PCT schedules explored");
 }
 

@@ -38,7 +38,7 @@ use crate::memo::once::{Claim, InFlight};
 use crate::memory::{Held, MemoryTier, Policy, Slot, Stored, Victim};
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::sync::{Arc, Condvar, Mutex, RandomState, RwLock};
+use crate::sync::{Arc, Condvar, Mutex, RandomState, RwLock, thread};
 use jobs::{Job, Queue};
 
 /// A user function giving a value's weight in bytes.
@@ -345,7 +345,10 @@ where
                     .wait_for(&mut queue, Duration::from_millis(20));
             }
         } else if !self.drain_batch() {
-            std::thread::yield_now();
+            // Another thread holds the room for a moment (a reservation about to be filled).
+            // Shuttle's yield under `--cfg shuttle`: its schedulers must see this spin, or
+            // one that favours the spinning thread never lets the holder go on.
+            thread::yield_now();
         }
     }
 
