@@ -565,8 +565,9 @@ where
         };
         bump(&self.counters.spills, 1);
         bump(&self.counters.spill_bytes, loc.raw_len);
-        self.locs.write().map.insert(key.clone(), loc);
+        // The segment's handle is published before any place names it.
         self.refresh_files(disk);
+        self.locs.write().map.insert(key.clone(), loc);
         let version = self.next_version();
         let mut shard = self.shards[self.shard_of(&key)].lock();
         // Shared with later gets while the caller holds it (get_or_insert_with's callers do).
@@ -1096,13 +1097,14 @@ where
             engine.disk.discard_staged();
             return Err(e);
         }
+        // Readers get the new segments' handles before any place names them.
+        self.refresh_files(&engine.disk);
         {
             let mut locs = self.locs.write();
             for (key, loc) in moved {
                 locs.map.insert(key, loc);
             }
         }
-        self.refresh_files(&engine.disk);
         // The old segments may hold the only durable copy of flushed values: sync the new
         // copies and their index records before they go.
         engine.disk.sync(None)?;

@@ -239,6 +239,8 @@ where
             // Every job took effect anyway (removals whose files are gone): nothing to report.
             return Ok(());
         }
+        // Readers get the handles of segments begun by this batch before any place names them.
+        self.refresh_files(&engine.disk);
         {
             let mut index = self.locs.write();
             for (key, loc) in latest {
@@ -248,7 +250,6 @@ where
                 };
             }
         }
-        self.refresh_files(&engine.disk);
         for (i, job) in jobs.iter().enumerate() {
             let Job::Put {
                 key,
