@@ -57,7 +57,7 @@ pub struct IndexSummary {
 /// When the header is not an index header, or names a version this build cannot read.
 pub fn check_index_log(bytes: &[u8]) -> Result<IndexSummary, String> {
     match index_log::check_header(bytes) {
-        Ok(()) => {}
+        Ok(_) => {}
         Err(None) => return Err("not an index log (bad magic)".into()),
         Err(Some(v)) => return Err(format!("unsupported index version {v}")),
     }

@@ -225,6 +225,11 @@ pub(crate) fn read_appended(
                     Record::Put { key, loc } => {
                         net.insert(key, Some(loc));
                     }
+                    Record::Puts(puts) => {
+                        for (key, loc) in puts.iter() {
+                            net.insert(key, Some(loc));
+                        }
+                    }
                     Record::Remove { key } => {
                         net.insert(key, None);
                     }
@@ -280,7 +285,7 @@ mod tests {
     /// Opens a follower on `path` as a read-only tier does: read, replay, remember.
     fn follow(path: &Path) -> (Follower, index_log::Replay) {
         let (mut f, bytes) = Follower::open(path).unwrap().unwrap();
-        assert_eq!(index_log::check_header(&bytes), Ok(()));
+        assert_eq!(index_log::check_header(&bytes), Ok(index_log::VERSION));
         let r = index_log::replay(&bytes);
         f.replayed(
             &bytes,

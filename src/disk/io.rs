@@ -186,6 +186,23 @@ impl<'a> Cursor<'a> {
             .map(u64::from_le_bytes)
     }
 
+    /// An unsigned LEB128 varint of at most ten bytes that fits in a `u64`.
+    pub(crate) fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            let bits = u64::from(byte & 0x7f);
+            if shift == 63 && bits > 1 {
+                return None;
+            }
+            value |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
     pub(crate) fn pos(&self) -> usize {
         self.pos
     }
@@ -193,6 +210,27 @@ impl<'a> Cursor<'a> {
     pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
+}
+
+/// Appends `value` as an unsigned LEB128 varint (one to ten bytes).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// The difference `to - from` as a zigzag-coded varint value: small either way.
+pub(crate) fn zigzag_delta(from: u64, to: u64) -> u64 {
+    let d = to.wrapping_sub(from) as i64;
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+/// The inverse of [`zigzag_delta`]: `to` from `from` and the coded difference.
+pub(crate) fn apply_zigzag(from: u64, coded: u64) -> u64 {
+    let d = ((coded >> 1) as i64) ^ -((coded & 1) as i64);
+    from.wrapping_add(d as u64)
 }
 
 /// The 64-bit checksum used for every record and payload.
@@ -212,6 +250,31 @@ mod tests {
         assert_eq!(c.u8(), Some(2));
         assert_eq!(c.take(usize::MAX), None);
         assert_eq!(c.remaining(), 0);
+    }
+
+    #[test]
+    fn varints_and_zigzag_deltas_round_trip_at_the_edges() {
+        let values = [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX - 1, u64::MAX];
+        for &v in &values {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert!(out.len() <= 10);
+            let mut c = Cursor::new(&out);
+            assert_eq!(c.varint(), Some(v));
+            assert_eq!(c.remaining(), 0);
+            for &from in &values {
+                assert_eq!(apply_zigzag(from, zigzag_delta(from, v)), v);
+            }
+        }
+        let mut small = Vec::new();
+        put_varint(&mut small, zigzag_delta(1000, 997));
+        assert_eq!(small.len(), 1, "a small step back is one byte");
+        // Eleven continuation bytes, a tenth byte that overflows, and a cut varint are refused.
+        assert_eq!(Cursor::new(&[0x80; 11]).varint(), None);
+        let mut over = vec![0xff; 9];
+        over.push(0x02);
+        assert_eq!(Cursor::new(&over).varint(), None);
+        assert_eq!(Cursor::new(&[0x80]).varint(), None);
     }
 
     #[test]

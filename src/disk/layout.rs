@@ -30,6 +30,12 @@ impl KeyDigest {
         KeyDigest(xxhash_rust::xxh3::xxh3_128(key_bytes))
     }
 
+    /// A rank that orders digests by the bucket a [`DigestMap`] of any size puts them in (its
+    /// hash's low bits first), so inserting many in this order walks the table forwards.
+    pub(crate) fn table_order(&self) -> u64 {
+        (self.0 as u64).reverse_bits()
+    }
+
     /// Parses 32 lowercase hex digits, as in a value file's name.
     pub(crate) fn from_hex(s: &str) -> Option<Self> {
         if s.len() != 32

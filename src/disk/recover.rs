@@ -107,7 +107,7 @@ impl DiskTier {
         let replay = match read {
             Some(_) if self.options.rebuild_index => None,
             Some(bytes) => match index_log::check_header(&bytes) {
-                Ok(()) => Some((index_log::replay(&bytes), bytes)),
+                Ok(_) => Some((index_log::replay(&bytes), bytes)),
                 Err(Some(version)) => {
                     return Err(Error::UnsupportedFormat {
                         path: index_path,
@@ -138,9 +138,11 @@ impl DiskTier {
             self.options.max_segment_bytes,
             writable,
         )?;
+        let mut old_format = false;
         let (records, valid_len, mut to_sync, entries) = match replay {
             Some((replay, bytes)) => {
                 let (records, valid_len) = (replay.records, replay.valid_len);
+                old_format = replay.version < index_log::VERSION;
                 report.torn_index_tail = replay.torn_tail.clone();
                 self.last_commit_ms = replay.last_commit_ms;
                 let (entries, to_sync) =
@@ -168,7 +170,9 @@ impl DiskTier {
         self.segments.resume_last(&live_end)?;
         let mended = report != OpenReport::default();
         let bloated = records > 2 * entries.len() as u64 + 1024;
-        if mended || bloated || !to_sync.is_empty() {
+        // An index of an older format is rewritten before anything is appended to it, so
+        // that it never holds records its header's version does not have.
+        if mended || bloated || old_format || !to_sync.is_empty() {
             // The rewritten index ends with a Commit, so every file it names must be durable.
             to_sync.sort();
             to_sync.dedup();
@@ -460,5 +464,63 @@ impl DiskTier {
             io::remove_file(&path)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Chest;
+    use crate::disk::index_log::{self, MAGIC, Record};
+
+    /// The index of a chest written by a build that knew only format 1 (single Put records):
+    /// every key reads back, and the index is rewritten in the current format at open, before
+    /// a record of that format is appended to it.
+    #[test]
+    fn an_index_of_format_1_is_read_and_rewritten_in_the_current_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chest");
+        let open = || -> Chest<u64, Vec<u8>> {
+            Chest::builder()
+                .path(&path)
+                .budget(1 << 10)
+                .weigher(|v: &Vec<u8>| v.len() as u64)
+                .open()
+                .unwrap()
+        };
+        let chest = open();
+        for k in 0..50u64 {
+            chest.insert(k, vec![k as u8; 100]).unwrap();
+        }
+        chest.close().unwrap();
+
+        let keys = path.join(".keys");
+        let bytes = std::fs::read(&keys).unwrap();
+        let replayed = index_log::replay(&bytes);
+        assert_eq!(replayed.entries.len(), 50);
+        let mut v1 = MAGIC.to_vec();
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        v1.extend_from_slice(&[0; 6]);
+        for (at, loc, _) in replayed.entries.values() {
+            Record::Put {
+                key: at.of(&bytes),
+                loc: *loc,
+            }
+            .encode(&mut v1);
+        }
+        Record::Commit { unix_ms: 1 }.encode(&mut v1);
+        std::fs::write(&keys, &v1).unwrap();
+
+        let chest = open();
+        for k in 0..50u64 {
+            assert_eq!(*chest.get(&k).unwrap().unwrap(), vec![k as u8; 100]);
+        }
+        let now = std::fs::read(&keys).unwrap();
+        assert_eq!(index_log::check_header(&now), Ok(index_log::VERSION));
+        assert!(now.len() < v1.len(), "rewritten with packed puts");
+        chest.insert(50, vec![50; 100]).unwrap();
+        chest.close().unwrap();
+        let chest = open();
+        assert_eq!(chest.len(), 51);
+        assert!(chest.verify().unwrap().is_healthy());
     }
 }
