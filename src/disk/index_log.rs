@@ -172,9 +172,14 @@ struct PutsBuilder {
 }
 
 impl PutsBuilder {
-    fn push(&mut self, key: &[u8], loc: &DiskLoc) {
+    /// Adds a put; the record is framed into `out` once its entries reach
+    /// [`PUTS_BODY_BYTES`].
+    fn push(&mut self, out: &mut Vec<u8>, key: &[u8], loc: &DiskLoc) {
         write_puts_entry(&mut self.entries, &mut self.prev, key, loc);
         self.count += 1;
+        if self.entries.len() >= PUTS_BODY_BYTES {
+            self.close_into(out);
+        }
     }
 
     /// Appends the framed Puts record to `out` (nothing if empty) and starts afresh.
@@ -182,13 +187,11 @@ impl PutsBuilder {
         if self.count == 0 {
             return;
         }
-        let frame_at = out.len();
-        out.extend_from_slice(&[0; FRAME_LEN]);
-        let body_at = out.len();
-        out.push(TAG_PUTS);
-        put_varint(out, self.count);
-        out.extend_from_slice(&self.entries);
-        finish_frame(out, frame_at, body_at);
+        Record::Puts(Puts {
+            count: self.count,
+            entries: &self.entries,
+        })
+        .encode(out);
         self.count = 0;
         self.entries.clear();
         self.prev = Previous::default();
@@ -576,10 +579,7 @@ impl IndexLog {
         let mut records = 0;
         let mut batch = PutsBuilder::default();
         for (key, loc) in puts {
-            batch.push(key, &loc);
-            if batch.entries.len() >= PUTS_BODY_BYTES {
-                batch.close_into(&mut buf);
-            }
+            batch.push(&mut buf, key, &loc);
             records += 1;
         }
         batch.close_into(&mut buf);
@@ -599,10 +599,7 @@ impl IndexLog {
     pub(crate) fn stage(&mut self, record: &Record<'_>) {
         match record {
             Record::Put { key, loc } => {
-                self.puts.push(key, loc);
-                if self.puts.entries.len() >= PUTS_BODY_BYTES {
-                    self.puts.close_into(&mut self.buf);
-                }
+                self.puts.push(&mut self.buf, key, loc);
             }
             _ => {
                 self.puts.close_into(&mut self.buf);
@@ -839,10 +836,10 @@ mod tests {
     #[test]
     fn a_cut_or_flipped_puts_record_is_a_torn_tail_with_nothing_of_it_applied() {
         let mut batch = PutsBuilder::default();
-        for i in 0..50u64 {
-            batch.push(&i.to_le_bytes(), &seg_loc(i, 0, i * 40, 30));
-        }
         let mut bytes = header_bytes().to_vec();
+        for i in 0..50u64 {
+            batch.push(&mut bytes, &i.to_le_bytes(), &seg_loc(i, 0, i * 40, 30));
+        }
         Record::Put {
             key: b"first",
             loc: file_loc(1, 1),
@@ -860,6 +857,32 @@ mod tests {
         flipped[first_end + FRAME_LEN + 3] ^= 0x40;
         let r = replay(&flipped);
         assert_eq!((r.entries.len(), r.records), (1, 1));
+    }
+
+    #[test]
+    fn a_rewrite_of_many_keys_splits_its_puts_into_records_of_about_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".keys");
+        let keys: Vec<[u8; 8]> = (0..20_000u64).map(u64::to_le_bytes).collect();
+        let puts = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (&k[..], seg_loc(i as u64, 0, i as u64 * 50, 30)));
+        IndexLog::rewrite(&path, puts, false).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut at = HEADER_LEN;
+        let mut puts_records = 0;
+        while let Framed::Record(record, len) = read_framed(&bytes[at..]) {
+            if let Record::Puts(p) = record {
+                assert!(p.entries.len() < PUTS_BODY_BYTES + 64);
+                puts_records += 1;
+            }
+            at += len;
+        }
+        assert_eq!(at, bytes.len());
+        assert!(puts_records > 1, "{puts_records} Puts records");
+        let r = replay(&bytes);
+        assert_eq!((r.entries.len(), r.records), (20_000, 20_001));
     }
 
     #[test]

@@ -138,11 +138,12 @@ impl DiskTier {
             self.options.max_segment_bytes,
             writable,
         )?;
-        let mut old_format = false;
+        let old_format = replay
+            .as_ref()
+            .is_some_and(|(r, _)| r.version < index_log::VERSION);
         let (records, valid_len, mut to_sync, entries) = match replay {
             Some((replay, bytes)) => {
                 let (records, valid_len) = (replay.records, replay.valid_len);
-                old_format = replay.version < index_log::VERSION;
                 report.torn_index_tail = replay.torn_tail.clone();
                 self.last_commit_ms = replay.last_commit_ms;
                 let (entries, to_sync) =
