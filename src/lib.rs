@@ -138,14 +138,17 @@
 //!    Core                    chest/core.rs     insert/get/update/remove/flush; the budget
 //!      │                                       (one atomic, reserved before a value enters
 //!      │                                       memory), chest-wide eviction over the shards,
-//!      │                                       the disk index (key -> stored copy, RwLock)
+//!      │                                       segment file handles for readers (RwLock)
 //!      ├─ jobs               chest/core/jobs.rs FIFO queue of disk work (put, remove) drained
 //!      │                                       in batches by the writer thread, or by the
 //!      │                                       caller with synchronous_spill(true)
-//!      ├─ MemoryTier<K, V>   memory/mod.rs     one per shard, each behind its own Mutex:
-//!      │                                       HashMap<K, Slot>, bytes held, eviction order
+//!      ├─ MemoryTier<K, V>   memory/mod.rs     one per shard, each behind its own Mutex: the
+//!      │                                       shard's disk index (K -> stored copy), slots
+//!      │                                       (K -> Slot, only for keys memory knows more
+//!      │                                       of), bytes held, eviction order
 //!      │    Slot             memory/entry.rs   Memory (Arc + weight), Writing (evicted, queued),
-//!      │                                       or Disk (a Weak); what the disk holds; version
+//!      │                                       Disk (a Weak a caller holds) or Removed (a
+//!      │                                       tombstone); what the disk holds; version
 //!      │    EvictionOrder    memory/order.rs   per shard: S3Fifo (default; small and main FIFO
 //!      │                                       queues, ghosts) or a priority queue (Lru: coldest
 //!      │                                       first; Largest); priorities compare across shards
@@ -173,14 +176,15 @@
 //! A value's *weight* is its encoded size (or what a user [`ChestBuilder::weigher`] says).
 //! Before a value enters memory its weight is reserved against the budget; when that would
 //! exceed it, victims leave memory chest-wide in [`Policy`] order. A victim whose disk copy is
-//! current is simply dropped from memory (a `Weak` is kept so a caller still holding the `Arc`
-//! gets the same one back); otherwise it becomes `Writing` (still served from memory, counted
+//! current is simply dropped from memory, and its slot with it (unless a caller still holds the
+//! `Arc`: then a `Weak` is kept so it gets the same one back): a key on disk only costs its
+//! entry in its shard's disk index and nothing else. Otherwise it becomes `Writing` (still served from memory, counted
 //! as in-flight bytes) and a job is queued. The writer thread encodes queued values, appends
 //! small ones to a segment and gives large ones a file of their own, commits the batch with
-//! one write per file plus its index records, and only then marks the slots `Disk`. Locks:
-//! `engine` (the disk tier, held by the drainer during I/O) → a shard → the queue; readers of
-//! spilled values take a shard lock and the disk index's read lock briefly and read with no
-//! lock held.
+//! one write per file plus its index records, and only then records each key's stored copy and
+//! settles its slot, under one shard lock. Locks: `engine` (the disk tier, held by the drainer
+//! during I/O) → a shard → the queue or the segment handles; readers of spilled values take
+//! a shard lock briefly and read with no lock held.
 //! The on-disk formats and the crash-safety argument are in `docs/design.md`.
 
 // The crate docs link to the array API, which exists only with the `ndarray` feature.

@@ -1,9 +1,10 @@
-//! What a chest's handle and its background writer share: the sharded memory tier, the disk
-//! index, the queue of disk work, and the rules that move values between memory and disk.
+//! What a chest's handle and its background writer share: the sharded memory tier (each shard
+//! holding its keys' slots and its part of the disk index), the queue of disk work, and the
+//! rules that move values between memory and disk.
 //!
 //! Locks, and the order they are taken in (never the other way round):
 //! `engine` (the disk tier; held by whoever processes queued jobs) → a shard →
-//! `queue`; `locs` is taken alone or under `engine`. A caller holds one shard lock at a time
+//! `queue` or `files` (the segment handles). A caller holds one shard lock at a time
 //! and never while encoding or decoding a value it reads, nor during disk I/O; only the
 //! writer (or, with synchronous spilling, the caller acting as the writer) holds `engine`
 //! during I/O, and readers never need `engine`.
@@ -35,7 +36,7 @@ use crate::disk::{
 use crate::error::{Error, Result};
 use crate::hash::Map;
 use crate::memo::once::{Claim, InFlight};
-use crate::memory::{Held, MemoryTier, Policy, Slot, Stored, Victim};
+use crate::memory::{Held, MemoryTier, Policy, Slot, Stored, Victim, shared_weak};
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{Arc, Condvar, Mutex, RandomState, RwLock, thread};
@@ -63,10 +64,9 @@ fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
 
-/// Where each key's stored copy is, and the segment files readers use.
-struct Locs<K> {
-    map: Map<K, DiskLoc>,
-    files: HashMap<u32, Arc<File>>,
+/// The segment files readers use, as of the disk tier's `generation` of them.
+struct Files {
+    handles: HashMap<u32, Arc<File>>,
     generation: u64,
 }
 
@@ -92,7 +92,7 @@ pub(crate) struct CoreOptions<V, C> {
 pub(crate) struct Core<K: Hash + Eq, V, C> {
     shards: Box<[Mutex<MemoryTier<K, V>>]>,
     hasher: RandomState,
-    locs: RwLock<Locs<K>>,
+    files: RwLock<Files>,
     engine: Mutex<Engine>,
     queue: Mutex<Queue<K, V>>,
     /// Signalled when a job is queued or the writer must stop.
@@ -146,56 +146,59 @@ where
     {
         let shard_count = options.shards.max(1);
         let hasher = RandomState::default();
-        let mut decoded = Vec::with_capacity(found.len());
+        // Each key goes to its shard's index of stored copies; nothing is in memory yet, so
+        // no key has a slot.
+        let mut parts: Vec<Vec<(K, DiskLoc)>> = (0..shard_count)
+            .map(|_| Vec::with_capacity(found.len() / shard_count + 16))
+            .collect();
         for (key, loc) in found.iter() {
             let key: K = options.codec.decode(key).map_err(|source| Error::Decode {
                 path: disk.path_of(key, &loc),
                 source,
             })?;
-            decoded.push((key, loc));
+            parts[(hasher.hash_one(&key) as usize) % shard_count].push((key, loc));
         }
         drop(found);
-        let per_shard = decoded.len() / shard_count + 1;
-        let fill_shards = || {
-            let mut shards: Vec<MemoryTier<K, V>> = (0..shard_count)
-                .map(|_| MemoryTier::new(options.policy, per_shard))
-                .collect();
-            for (key, _) in &decoded {
-                let shard = (hasher.hash_one(key) as usize) % shard_count;
-                shards[shard].put(key.clone(), Slot::on_disk(0));
-            }
-            shards
+        let build = |parts: Vec<Vec<(K, DiskLoc)>>| -> Vec<Map<K, DiskLoc>> {
+            parts
+                .into_iter()
+                .map(|part| {
+                    let mut stored = Map::with_capacity_and_hasher(part.len(), Default::default());
+                    stored.extend(part);
+                    stored
+                })
+                .collect()
         };
-        let index_places = || {
-            let mut map = Map::with_capacity_and_hasher(decoded.len(), Default::default());
-            map.extend(decoded.iter().map(|(key, loc)| (key.clone(), *loc)));
-            map
-        };
-        // Filling these two tables is a third of reopening a million keys: a large chest
-        // builds them on two threads (decoding the keys on two gained nothing measurable).
-        // Not under shuttle, whose tests open small chests only.
-        let (shards, map) = if decoded.len() >= PARALLEL_OPEN_FROM && !cfg!(shuttle) {
+        // Filling the tables is most of reopening a million keys after the replay: a large
+        // chest fills half of the shards' on a second thread. Not under shuttle, whose tests
+        // open small chests only.
+        let total: usize = parts.iter().map(Vec::len).sum();
+        let tables = if total >= PARALLEL_OPEN_FROM && !cfg!(shuttle) && shard_count > 1 {
+            let second = parts.split_off(shard_count / 2);
             std::thread::scope(|scope| {
-                let places = scope.spawn(index_places);
-                let shards = fill_shards();
-                let map = places
-                    .join()
-                    .expect("building the index of places does not panic");
-                (shards, map)
+                let other = scope.spawn(|| build(second));
+                let mut tables = build(parts);
+                tables.extend(
+                    other
+                        .join()
+                        .expect("filling a shard's table does not panic"),
+                );
+                tables
             })
         } else {
-            (fill_shards(), index_places())
+            build(parts)
         };
-        drop(decoded);
+        let shards = tables
+            .into_iter()
+            .map(|stored| MemoryTier::with_stored(options.policy, stored));
         let mended = report.dropped_missing + report.adopted_orphans + report.discarded_damaged;
         let budget = options.budget_bytes;
         let allowance = options.in_flight_bytes.unwrap_or(budget / 8);
         let core = Core {
-            shards: shards.into_iter().map(Mutex::new).collect(),
+            shards: shards.map(Mutex::new).collect(),
             hasher,
-            locs: RwLock::new(Locs {
-                map,
-                files: HashMap::new(),
+            files: RwLock::new(Files {
+                handles: HashMap::new(),
                 generation: u64::MAX,
             }),
             reader: disk.reader(),
@@ -523,9 +526,9 @@ where
         }
         let version = self.next_version();
         let shard = self.shard_of(&key);
-        let old = self.shards[shard].lock().replace(key, |old| Slot {
+        let old = self.shards[shard].lock().replace(key, |stored| Slot {
             held: Held::Memory { value, weight },
-            stored: old.map_or(Stored::Nothing, Slot::stored_after_replace),
+            stored,
             version,
         });
         if let Some(old) = old {
@@ -548,7 +551,7 @@ where
         let mut engine = self.engine.lock();
         self.drain_locked(&mut engine);
         self.take_deferred()?;
-        let previous = self.locs.read().map.get(&key).copied();
+        let previous = self.shards[self.shard_of(&key)].lock().stored_at(&key);
         let written = self.encode_into(&mut engine.scratch, key_bytes, &value);
         let Engine { disk, scratch } = &mut *engine;
         let loc = written.and_then(|()| {
@@ -567,11 +570,13 @@ where
         bump(&self.counters.spill_bytes, loc.raw_len);
         // The segment's handle is published before any place names it.
         self.refresh_files(disk);
-        self.locs.write().map.insert(key.clone(), loc);
         let version = self.next_version();
         let mut shard = self.shards[self.shard_of(&key)].lock();
+        shard.set_stored(&key, Some(loc));
         // Shared with later gets while the caller holds it (get_or_insert_with's callers do).
-        self.put_slot(&mut shard, key, Slot::on_disk_shared(version, &value, 1));
+        if let Some(old) = shard.now_on_disk(key, version, shared_weak(&value, 1)) {
+            self.release(old.memory_weight());
+        }
         drop(shard);
         self.compact_quietly(&mut engine);
         Ok(())
@@ -595,13 +600,19 @@ where
 
     /// Where `key`'s stored copy is, with the segment file to read it from.
     fn locate(&self, key: &K) -> Option<(DiskLoc, Option<Arc<File>>)> {
-        let locs = self.locs.read();
-        let loc = *locs.map.get(key)?;
+        let shard = self.shards[self.shard_of(key)].lock();
+        let loc = shard.stored_at(key)?;
+        // Under the shard lock: a segment's handle is published before any place names it.
         let file = match loc.place {
-            Place::Segment(p) => locs.files.get(&p.segment).cloned(),
+            Place::Segment(p) => self.files.read().handles.get(&p.segment).cloned(),
             Place::File => None,
         };
         Some((loc, file))
+    }
+
+    /// Where `key`'s stored copy is.
+    fn stored_at(&self, key: &K) -> Option<DiskLoc> {
+        self.shards[self.shard_of(key)].lock().stored_at(key)
     }
 
     /// Decodes `key`'s value read from disk at `loc`.
@@ -668,34 +679,39 @@ where
 
     pub(crate) fn get(&self, key: &K) -> Result<Option<Arc<V>>> {
         let home = self.shard_of(key);
-        if self.mode == DiskMode::ReadOnly && !self.shards[home].lock().contains(key) {
+        if self.mode == DiskMode::ReadOnly && !self.shards[home].lock().exists(key) {
             // A read-only chest looks for a key the writer may have stored since.
             self.refresh()?;
         }
         for _ in 0..READ_ATTEMPTS {
+            // The version of the slot the value is read for (0: the key has no slot).
             let version = {
                 let mut shard = self.shards[home].lock();
-                let Some(slot) = shard.get(key) else {
-                    return Ok(None);
-                };
-                match &slot.held {
-                    Held::Memory { value, .. } => {
+                match shard.get(key).map(|slot| &slot.held) {
+                    Some(Held::Memory { value, .. }) => {
                         let value = value.clone();
                         shard.touch(key);
                         bump(&self.counters.memory_hits, 1);
                         return Ok(Some(value));
                     }
-                    Held::Writing { value, .. } => {
+                    Some(Held::Writing { value, .. }) => {
                         bump(&self.counters.memory_hits, 1);
                         return Ok(Some(value.clone()));
                     }
-                    Held::Disk { weak } => {
-                        if let Some(value) = weak.upgrade() {
+                    Some(Held::Disk { weak }) => match weak.upgrade() {
+                        Some(value) => {
                             bump(&self.counters.shared_hits, 1);
                             return Ok(Some(value));
                         }
-                        slot.version
-                    }
+                        None => {
+                            // Nobody holds it any more: the key is on disk only again.
+                            shard.drop_dead_weak(key);
+                            shard.get(key).map_or(0, |slot| slot.version)
+                        }
+                    },
+                    Some(Held::Removed) => return Ok(None),
+                    None if shard.stored_at(key).is_none() => return Ok(None),
+                    None => 0,
                 }
             };
             let key_bytes = self.encode_key(key)?;
@@ -714,11 +730,11 @@ where
                 && !self.failing.load(Ordering::Acquire)
                 && self.try_reserve(weight);
             let mut shard = self.shards[home].lock();
-            if !(kept && shard.promote(key, version, value.clone(), weight)) {
+            if !(kept && shard.promote(key, version, loc.seq, value.clone(), weight)) {
                 if kept {
                     self.release(weight);
                 }
-                shard.share(key, version, &value);
+                shard.share(key, version, loc.seq, &value);
             }
             return Ok(Some(value));
         }
@@ -745,17 +761,28 @@ where
         self.take_deferred()?;
         let key_bytes = self.encode_key(key)?;
         let home = self.shard_of(key);
-        let mut copy: Option<(u64, V)> = None;
+        // A copy made without the lock, for the state it was made from: the slot's version,
+        // or the write of a key without a slot.
+        let mut copy: Option<((u64, Option<u64>), V)> = None;
         loop {
             let mut shard = self.shards[home].lock();
-            let Some(slot) = shard.get(key) else {
-                return Ok(false);
+            let (state, unique) = match shard.get(key) {
+                Some(Slot {
+                    held: Held::Removed,
+                    ..
+                }) => return Ok(false),
+                Some(slot) => (
+                    (slot.version, None),
+                    matches!(&slot.held, Held::Memory { value, .. } if Arc::strong_count(value) == 1),
+                ),
+                None => match shard.stored_at(key) {
+                    Some(loc) => ((0, Some(loc.seq)), false),
+                    None => return Ok(false),
+                },
             };
-            let version = slot.version;
-            let unique =
-                matches!(&slot.held, Held::Memory { value, .. } if Arc::strong_count(value) == 1);
+            let version = state.0;
             let (mut private, taken) = match copy.take() {
-                Some((v, private)) if v == version => (private, None),
+                Some((s, private)) if s == state => (private, None),
                 _ if unique => {
                     let Some(old) = shard.remove(key) else {
                         return Ok(false);
@@ -770,16 +797,20 @@ where
                     }
                 }
                 _ => {
-                    let live = slot.live_value();
+                    let live = shard.get(key).and_then(Slot::live_value);
                     drop(shard);
-                    let made = match live {
-                        Some(value) => self.clone_via_codec(&key_bytes, &value)?,
+                    copy = Some(match live {
+                        Some(value) => (state, self.clone_via_codec(&key_bytes, &value)?),
                         None => match self.load_current(key, &key_bytes)? {
-                            Some((value, _)) => value,
+                            // Read from the stored copy: valid while the key's state is
+                            // unchanged (with no slot, while it names the write read).
+                            Some((value, read)) if state.1.is_some() => {
+                                ((0, Some(read.seq)), value)
+                            }
+                            Some((value, _)) => (state, value),
                             None => continue,
                         },
-                    };
-                    copy = Some((version, made));
+                    });
                     continue;
                 }
             };
@@ -807,11 +838,9 @@ where
                 }
             };
             let stored = match taken {
-                Some((Stored::Nothing, _)) => Stored::Nothing,
+                Some((Stored::Nothing, _)) if shard.stored_at(key).is_none() => Stored::Nothing,
                 Some(_) => Stored::Stale,
-                None => shard
-                    .get(key)
-                    .map_or(Stored::Nothing, Slot::stored_after_replace),
+                None => shard.stored_after_replace(key),
             };
             let value = Arc::new(private);
             let new_version = self.next_version();
@@ -912,22 +941,32 @@ where
         self.take_deferred()?;
         let id = {
             let mut shard = self.shards[self.shard_of(key)].lock();
-            let Some(old) = shard.remove(key) else {
+            if !shard.exists(key) {
                 return Ok(false);
-            };
-            self.release(old.memory_weight());
-            if old.stored_after_replace() == Stored::Nothing {
+            }
+            if shard.stored_after_replace(key) == Stored::Nothing {
+                // Never written: the removal is memory's alone.
+                if let Some(old) = shard.remove(key) {
+                    self.release(old.memory_weight());
+                }
                 return Ok(true);
             }
-            let restore = match old.held {
-                Held::Memory { value, weight } | Held::Writing { value, weight } => {
-                    Some((value, weight, old.stored))
+            // A tombstone stands in for the stored copy until its removal is done.
+            let version = self.next_version();
+            let old = shard.put(key.clone(), Slot::removed(version));
+            let restore = old.and_then(|old| {
+                self.release(old.memory_weight());
+                match old.held {
+                    Held::Memory { value, weight } | Held::Writing { value, weight } => {
+                        Some((value, weight, old.stored))
+                    }
+                    Held::Disk { .. } | Held::Removed => None,
                 }
-                Held::Disk { .. } => None,
-            };
+            });
             self.enqueue(Job::Remove {
                 key: key.clone(),
                 restore,
+                version,
             })
         };
         if self.spills_synchronously() {
@@ -971,7 +1010,7 @@ where
     }
 
     pub(crate) fn contains_key(&self, key: &K) -> bool {
-        self.shards[self.shard_of(key)].lock().contains(key)
+        self.shards[self.shard_of(key)].lock().exists(key)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -1032,7 +1071,11 @@ where
         if !engine.disk.needs_sync() {
             return Ok(());
         }
-        let live = self.locs.read().map.len() as u64;
+        let live: u64 = self
+            .shards
+            .iter()
+            .map(|s| s.lock().stored_count() as u64)
+            .sum();
         if engine.disk.index_is_bloated(live) {
             let puts = self.stored_copies()?;
             engine.disk.sync(Some(&puts))
@@ -1050,10 +1093,13 @@ where
 
     /// Every key's stored copy, for an index rewrite or a check.
     fn stored_copies(&self) -> Result<Vec<(Vec<u8>, DiskLoc)>> {
-        let locs = self.locs.read();
-        let mut puts = Vec::with_capacity(locs.map.len());
-        for (key, loc) in locs.map.iter() {
-            puts.push((self.encode_key(key)?, *loc));
+        let mut puts = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            puts.reserve(shard.stored_count());
+            for (key, loc) in shard.stored() {
+                puts.push((self.encode_key(key)?, *loc));
+            }
         }
         Ok(puts)
     }
@@ -1076,14 +1122,16 @@ where
             return Ok(());
         }
         // One pass over the stored places finds the records of every candidate.
-        let movers: Vec<(K, DiskLoc)> = self
-            .locs
-            .read()
-            .map
-            .iter()
-            .filter(|(_, loc)| matches!(loc.place, Place::Segment(p) if candidates.contains(&p.segment)))
-            .map(|(k, loc)| (k.clone(), *loc))
-            .collect();
+        let mut movers: Vec<(K, DiskLoc)> = Vec::new();
+        for shard in self.shards.iter() {
+            movers.extend(
+                shard
+                    .lock()
+                    .stored()
+                    .filter(|(_, loc)| matches!(loc.place, Place::Segment(p) if candidates.contains(&p.segment)))
+                    .map(|(k, loc)| (k.clone(), *loc)),
+            );
+        }
         let mut moved = Vec::with_capacity(movers.len());
         let mut key_bytes = Vec::new();
         let staged = (|| {
@@ -1099,11 +1147,11 @@ where
         }
         // Readers get the new segments' handles before any place names them.
         self.refresh_files(&engine.disk);
-        {
-            let mut locs = self.locs.write();
-            for (key, loc) in moved {
-                locs.map.insert(key, loc);
-            }
+        // Under `engine` no job changes a stored copy meanwhile.
+        for (key, loc) in moved {
+            self.shards[self.shard_of(&key)]
+                .lock()
+                .set_stored(&key, Some(loc));
         }
         // The old segments may hold the only durable copy of flushed values: sync the new
         // copies and their index records before they go.
@@ -1119,12 +1167,12 @@ where
     /// Brings the readers' segment handles up to date with the disk tier.
     fn refresh_files(&self, disk: &DiskTier) {
         let generation = disk.segment_generation();
-        if self.locs.read().generation == generation {
+        if self.files.read().generation == generation {
             return;
         }
-        let mut locs = self.locs.write();
-        locs.files = disk.segment_handles().into_iter().collect();
-        locs.generation = generation;
+        let mut files = self.files.write();
+        files.handles = disk.segment_handles().into_iter().collect();
+        files.generation = generation;
     }
 
     /// Releases the disk tier's lock.
@@ -1172,5 +1220,67 @@ where
             failed_compactions: get(&self.counters.failed_compactions),
             mended_on_open: get(&self.counters.mended_on_open),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Chest;
+
+    /// Slots held over all shards (keys on disk only have none).
+    fn slots(chest: &Chest<u32, Vec<u8>>) -> usize {
+        chest
+            .core
+            .shards
+            .iter()
+            .map(|s| s.lock().iter().count())
+            .sum()
+    }
+
+    #[test]
+    fn keys_on_disk_only_keep_no_slot_and_a_tombstone_lasts_until_its_removal_is_written() {
+        let chest: Chest<u32, Vec<u8>> = Chest::builder()
+            .budget(4096)
+            .synchronous_spill(true)
+            .open()
+            .unwrap();
+        // Each value weighs about 100 bytes: at most about 41 fit in memory.
+        for k in 0..500 {
+            chest.insert(k, vec![k as u8; 100]).unwrap();
+        }
+        assert!(slots(&chest) <= 41, "{} slots", slots(&chest));
+        assert_eq!(chest.len(), 500);
+        assert_eq!(chest.stats().on_disk as usize, 500 - slots(&chest));
+        for k in (0..500).rev() {
+            assert_eq!(chest.get(&k).unwrap().unwrap()[0], k as u8);
+        }
+        assert!(
+            slots(&chest) <= 41,
+            "reading brings no slot beyond the budget"
+        );
+        // Overwrites and removals of keys on disk only.
+        for k in 0..100 {
+            assert!(chest.update(&k, |v| v[0] = 7).unwrap());
+            assert!(chest.remove(&(k + 100)).unwrap());
+            assert!(!chest.contains_key(&(k + 100)));
+        }
+        assert_eq!(chest.len(), 400);
+        chest.flush().unwrap();
+        for k in 200..500 {
+            assert!(chest.remove(&k).unwrap());
+        }
+        chest.flush().unwrap();
+        let s = chest.stats();
+        assert_eq!((chest.len(), s.entries), (100, 100));
+        assert!(
+            slots(&chest) <= 41,
+            "tombstones go once their removal is written"
+        );
+        for k in 0..100 {
+            assert_eq!(chest.get(&k).unwrap().unwrap()[0], 7);
+        }
+        let mut keys = chest.keys();
+        keys.sort_unstable();
+        assert_eq!(keys, (0..100).collect::<Vec<_>>());
     }
 }

@@ -11,8 +11,12 @@ pub(crate) enum Held<V> {
     /// in-flight bytes (not against the budget) until the write is done.
     Writing { value: Arc<V>, weight: u64 },
     /// Only on disk. `weak` still reaches the value while a caller holds an `Arc` of it, so a
-    /// later `get` returns that same `Arc` instead of decoding a copy.
+    /// later `get` returns that same `Arc` instead of decoding a copy. (A key on disk only
+    /// that nobody holds has no slot at all.)
     Disk { weak: Weak<V> },
+    /// Removed: the key has no entry, but the removal of its stored copy is still queued. The
+    /// tombstone stands in for the stored copy until the removal is done.
+    Removed,
 }
 
 /// What the disk index holds for a slot's key, compared with the slot's value.
@@ -50,25 +54,12 @@ pub(crate) struct Slot<V> {
 }
 
 impl<V> Slot<V> {
-    /// A slot whose current value is on disk only (version `version`).
-    pub(crate) fn on_disk(version: u64) -> Self {
+    /// The tombstone of a removed key whose stored copy's removal is queued (version
+    /// `version`); a new value over it has a stale copy on disk.
+    pub(crate) fn removed(version: u64) -> Self {
         Slot {
-            held: Held::Disk {
-                weak: std::sync::Weak::new(),
-            },
-            stored: Stored::Current,
-            version,
-        }
-    }
-
-    /// A slot whose current value is on disk only, keeping a weak reference to `value` when
-    /// a caller holds it besides the chest's own `ours` references (see [`shared_weak`]).
-    pub(crate) fn on_disk_shared(version: u64, value: &Arc<V>, ours: usize) -> Self {
-        Slot {
-            held: Held::Disk {
-                weak: shared_weak(value, ours),
-            },
-            stored: Stored::Current,
+            held: Held::Removed,
+            stored: Stored::Stale,
             version,
         }
     }
@@ -78,6 +69,7 @@ impl<V> Slot<V> {
         match &self.held {
             Held::Memory { value, .. } | Held::Writing { value, .. } => Some(value.clone()),
             Held::Disk { weak } => weak.upgrade(),
+            Held::Removed => None,
         }
     }
 

@@ -1,13 +1,22 @@
-//! The in-memory tier of one shard: its slots and its eviction order.
+//! The in-memory tier of one shard: its slots, its part of the index of stored copies, and its
+//! eviction order.
 //!
 //! A chest has several shards (keys are spread by hash); each is a `MemoryTier` behind its
-//! own mutex. Every change keeps four invariants: `memory_bytes` is the sum of the weights of
+//! own mutex. A shard holds two maps. `stored` says where the disk holds each key's stored
+//! copy (the shard's part of the disk index). `slots` holds what memory knows beyond that: a
+//! value in memory or being written, a weak reference to a spilled value a caller still holds,
+//! or a removal not yet on disk (a tombstone). A key without a slot is exactly its stored copy
+//! (on disk only), so a million spilled keys cost a million `stored` entries and no slots.
+//!
+//! Every change keeps these invariants: `memory_bytes` is the sum of the weights of
 //! `Held::Memory` slots, the eviction order holds exactly their keys, `on_disk` counts the
-//! slots whose current value the disk holds, and `writing` the `Held::Writing` ones. Most
-//! changes take the old slot out of the tally and count the new one; the hot transitions
-//! (eviction, a finished write) change a slot in place and adjust just the counts they move.
-//! Unit tests recompute the tally from the slots after every step. The chest-wide byte count (against the budget) is kept by the chest,
-//! from the weights these methods report.
+//! slots whose current value the disk holds, `writing` the `Held::Writing` ones, `removed` the
+//! tombstones, and `covered` the keys that have both a slot and a stored copy (so the number
+//! of entries is the live slots plus the stored copies no slot covers). Most changes take the
+//! old slot out of the tally and count the new one; the hot transitions (eviction, a finished
+//! write) change a slot in place and adjust just the counts they move. Unit tests recompute
+//! the tally from the maps after every step. The chest-wide byte count (against the budget) is
+//! kept by the chest, from the weights these methods report.
 
 mod entry;
 mod order;
@@ -15,11 +24,11 @@ mod order;
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
+use crate::disk::DiskLoc;
 use crate::hash::Map;
 use std::sync::Arc;
 
-use entry::shared_weak;
-pub(crate) use entry::{Held, Slot, Stored};
+pub(crate) use entry::{Held, Slot, Stored, shared_weak};
 use order::EvictionOrder;
 pub use order::Policy;
 
@@ -40,6 +49,8 @@ pub(crate) enum Victim<K, V> {
 #[derive(Debug)]
 pub(crate) struct MemoryTier<K: Hash + Eq, V> {
     slots: Map<K, Slot<V>>,
+    /// Where the disk holds each key's stored copy.
+    stored: Map<K, DiskLoc>,
     tally: Tally<K>,
 }
 
@@ -53,6 +64,10 @@ struct Tally<K: Hash + Eq> {
     on_disk: u64,
     /// Slots whose value waits for (or is in) a background write.
     writing: u64,
+    /// Tombstones: slots of keys removed in memory whose removal has not reached the disk.
+    removed: u64,
+    /// Keys with both a slot and a stored copy.
+    covered: u64,
 }
 
 impl<K: Hash + Eq + Clone> Tally<K> {
@@ -64,8 +79,10 @@ impl<K: Hash + Eq + Clone> Tally<K> {
         if current {
             self.on_disk -= 1;
         }
-        if matches!(slot.held, Held::Writing { .. }) {
-            self.writing -= 1;
+        match slot.held {
+            Held::Writing { .. } => self.writing -= 1,
+            Held::Removed => self.removed -= 1,
+            _ => {}
         }
     }
 
@@ -76,8 +93,10 @@ impl<K: Hash + Eq + Clone> Tally<K> {
         if current {
             self.on_disk += 1;
         }
-        if matches!(slot.held, Held::Writing { .. }) {
-            self.writing += 1;
+        match slot.held {
+            Held::Writing { .. } => self.writing += 1,
+            Held::Removed => self.removed += 1,
+            _ => {}
         }
     }
 
@@ -111,20 +130,70 @@ fn held_weight<V>(slot: &Slot<V>) -> Option<u64> {
 }
 
 impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
-    pub(crate) fn new(policy: Policy, capacity: usize) -> Self {
+    /// An empty shard.
+    #[cfg(test)]
+    pub(crate) fn new(policy: Policy) -> Self {
+        Self::with_stored(policy, Map::default())
+    }
+
+    /// A shard of keys on disk only: `stored` says where each key's stored copy is.
+    pub(crate) fn with_stored(policy: Policy, stored: Map<K, DiskLoc>) -> Self {
         MemoryTier {
-            slots: Map::with_capacity_and_hasher(capacity, Default::default()),
+            slots: Map::default(),
+            stored,
             tally: Tally {
                 order: EvictionOrder::new(policy),
                 memory_bytes: 0,
                 on_disk: 0,
                 writing: 0,
+                removed: 0,
+                covered: 0,
             },
         }
     }
 
+    /// `key`'s slot, if it has one (a key without one is on disk only, or absent).
     pub(crate) fn get(&self, key: &K) -> Option<&Slot<V>> {
         self.slots.get(key)
+    }
+
+    /// Where the disk holds `key`'s stored copy.
+    pub(crate) fn stored_at(&self, key: &K) -> Option<DiskLoc> {
+        self.stored.get(key).copied()
+    }
+
+    /// Records where the disk holds `key`'s stored copy (`None`: it holds none).
+    pub(crate) fn set_stored(&mut self, key: &K, loc: Option<DiskLoc>) {
+        let changed = match loc {
+            Some(loc) => match self.stored.get_mut(key) {
+                Some(place) => {
+                    *place = loc;
+                    false
+                }
+                None => {
+                    self.stored.insert(key.clone(), loc);
+                    true
+                }
+            },
+            None => self.stored.remove(key).is_some(),
+        };
+        if changed && self.slots.contains_key(key) {
+            if loc.is_some() {
+                self.tally.covered += 1;
+            } else {
+                self.tally.covered -= 1;
+            }
+        }
+    }
+
+    /// Every stored copy of this shard's keys.
+    pub(crate) fn stored(&self) -> impl Iterator<Item = (&K, &DiskLoc)> {
+        self.stored.iter()
+    }
+
+    /// Stored copies in this shard.
+    pub(crate) fn stored_count(&self) -> usize {
+        self.stored.len()
     }
 
     /// Sets `key`'s slot, returning the one it replaces. A new value over one held in memory
@@ -133,16 +202,17 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         self.replace(key, |_| slot)
     }
 
-    /// Sets `key`'s slot to the one `make` builds from the slot it replaces (if any), and
-    /// returns that one, as [`put`](Self::put) does. One hash lookup.
+    /// Sets `key`'s slot to the one `make` builds, given what the disk will hold for the new
+    /// value (see [`Slot::stored_after_replace`]; a key on disk only has a stale copy), and
+    /// returns the slot it replaces, as [`put`](Self::put) does.
     pub(crate) fn replace(
         &mut self,
         key: K,
-        make: impl FnOnce(Option<&Slot<V>>) -> Slot<V>,
+        make: impl FnOnce(Stored) -> Slot<V>,
     ) -> Option<Slot<V>> {
         match self.slots.entry(key) {
             Entry::Occupied(mut e) => {
-                let slot = make(Some(e.get()));
+                let slot = make(e.get().stored_after_replace());
                 let before = held_weight(e.get());
                 self.tally.uncount(e.get());
                 self.tally.count(&slot);
@@ -151,7 +221,13 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
                 Some(std::mem::replace(e.get_mut(), slot))
             }
             Entry::Vacant(e) => {
-                let slot = make(None);
+                let on_disk = self.stored.contains_key(e.key());
+                let slot = make(if on_disk {
+                    Stored::Stale
+                } else {
+                    Stored::Nothing
+                });
+                self.tally.covered += u64::from(on_disk);
                 self.tally.count(&slot);
                 self.tally.reorder(e.key(), None, held_weight(&slot), true);
                 e.insert(slot);
@@ -160,11 +236,46 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         }
     }
 
+    /// Drops `key`'s slot: the key is then its stored copy, or absent without one.
     pub(crate) fn remove(&mut self, key: &K) -> Option<Slot<V>> {
         let old = self.slots.remove(key)?;
         self.tally.uncount(&old);
         self.tally.reorder(key, held_weight(&old), None, false);
+        self.tally.covered -= u64::from(self.stored.contains_key(key));
         Some(old)
+    }
+
+    /// True when `key` has an entry: a live slot, or a stored copy and no slot.
+    pub(crate) fn exists(&self, key: &K) -> bool {
+        match self.slots.get(key) {
+            Some(slot) => !matches!(slot.held, Held::Removed),
+            None => self.stored.contains_key(key),
+        }
+    }
+
+    /// A removal of `key` (its tombstone `version`) reached the disk: the tombstone goes.
+    pub(crate) fn removal_done(&mut self, key: &K, version: u64) {
+        if self
+            .slots
+            .get(key)
+            .is_some_and(|s| s.version == version && matches!(s.held, Held::Removed))
+        {
+            self.remove(key);
+        }
+    }
+
+    /// Drops `key`'s slot when it only holds a weak reference nobody else holds any more: the
+    /// key is its stored copy again.
+    pub(crate) fn drop_dead_weak(&mut self, key: &K) {
+        if let Some(Slot {
+            held: Held::Disk { weak },
+            stored: Stored::Current,
+            ..
+        }) = self.slots.get(key)
+            && weak.strong_count() == 0
+        {
+            self.remove(key);
+        }
     }
 
     /// Changes `key`'s slot with `f`, keeping the accounting; `None` when the key is absent.
@@ -215,25 +326,24 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         Some((slot.memory_weight(), slot.stored != Stored::Current))
     }
 
-    /// Takes the next victim out of memory: a clean one becomes `Disk`, a dirty one
-    /// `Writing` (the caller must queue its write).
+    /// Takes the next victim out of memory: a clean one goes to disk only (see
+    /// [`leave_for_disk`](Self::leave_for_disk)), a dirty one becomes `Writing` (the caller
+    /// must queue its write).
     pub(crate) fn take_victim(&mut self) -> Option<Victim<K, V>> {
         let (key, _) = self.tally.order.pop()?;
         let slot = self.slots.get_mut(&key)?;
-        let Held::Memory { value, weight } = std::mem::replace(
-            &mut slot.held,
-            Held::Disk {
-                weak: std::sync::Weak::new(),
-            },
-        ) else {
+        let Held::Memory { value, weight } = std::mem::replace(&mut slot.held, Held::Removed)
+        else {
             debug_assert!(false, "a key in the eviction order is not in memory");
             return None;
         };
         self.tally.memory_bytes -= weight;
         if slot.stored == Stored::Current {
+            // The slot's held value is counted nowhere while `Removed` stands in for it.
             slot.held = Held::Disk {
-                weak: shared_weak(&value, 1),
+                weak: std::sync::Weak::new(),
             };
+            self.leave_for_disk(&key, shared_weak(&value, 1));
             return Some(Victim::Clean { weight });
         }
         self.tally.writing += 1;
@@ -249,8 +359,61 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         })
     }
 
-    /// A queued write of `key`'s evicted value `version` is done: `Writing` becomes `Disk`
-    /// (written) or `Memory` again (failed; returns the weight now back in memory).
+    /// `key`'s slot (`Held::Disk`, its value current on disk) had its value leave memory: the
+    /// slot keeps `weak` when a caller still holds the value (see [`shared_weak`]), so a
+    /// `get` returns the same `Arc`, and otherwise goes, leaving the key on disk only.
+    fn leave_for_disk(&mut self, key: &K, weak: std::sync::Weak<V>) {
+        if weak.strong_count() > 0 || !self.stored.contains_key(key) {
+            debug_assert!(
+                self.stored.contains_key(key),
+                "a value current on disk has a stored copy"
+            );
+            if let Some(slot) = self.slots.get_mut(key) {
+                slot.held = Held::Disk { weak };
+            }
+        } else {
+            self.remove(key);
+        }
+    }
+
+    /// `key`'s new value (`version`) was written straight to disk (its stored copy already
+    /// recorded): the key is on disk only, keeping `weak` as [`leave_for_disk`] does. Returns
+    /// the slot replaced.
+    ///
+    /// [`leave_for_disk`]: Self::leave_for_disk
+    pub(crate) fn now_on_disk(
+        &mut self,
+        key: K,
+        version: u64,
+        weak: std::sync::Weak<V>,
+    ) -> Option<Slot<V>> {
+        let old = self.put(
+            key.clone(),
+            Slot {
+                held: Held::Disk {
+                    weak: std::sync::Weak::new(),
+                },
+                stored: Stored::Current,
+                version,
+            },
+        );
+        self.leave_for_disk(&key, weak);
+        old
+    }
+
+    /// What the disk will hold for a new value of `key` (see [`Slot::stored_after_replace`]):
+    /// a key on disk only has a stale copy then.
+    pub(crate) fn stored_after_replace(&self, key: &K) -> Stored {
+        match self.slots.get(key) {
+            Some(slot) => slot.stored_after_replace(),
+            None if self.stored.contains_key(key) => Stored::Stale,
+            None => Stored::Nothing,
+        }
+    }
+
+    /// A queued write of `key`'s evicted value `version` is done: `Writing` goes to disk
+    /// (written; see [`leave_for_disk`](Self::leave_for_disk)) or becomes `Memory` again
+    /// (failed; returns the weight now back in memory).
     pub(crate) fn write_done(&mut self, key: &K, version: u64, written: bool) -> u64 {
         let Some(slot) = self.slots.get_mut(key) else {
             return 0;
@@ -277,9 +440,7 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         self.tally.writing -= 1;
         if written {
             // The finished job holds one more reference besides this slot's.
-            slot.held = Held::Disk {
-                weak: shared_weak(&value, 2),
-            };
+            self.leave_for_disk(key, shared_weak(&value, 2));
             return 0;
         }
         slot.held = Held::Memory { value, weight };
@@ -300,45 +461,90 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         }
     }
 
-    /// Holds a value read back from disk in memory when the slot still has `version` on disk
-    /// only; false (nothing changed) otherwise.
-    pub(crate) fn promote(&mut self, key: &K, version: u64, value: Arc<V>, weight: u64) -> bool {
-        let fits = self
-            .slots
-            .get(key)
-            .is_some_and(|s| s.version == version && matches!(s.held, Held::Disk { .. }));
-        if fits {
-            self.update(key, |slot| slot.held = Held::Memory { value, weight });
-        }
-        fits
-    }
-
-    /// Keeps a weak reference to a value read back from disk but not held in memory.
-    pub(crate) fn share(&mut self, key: &K, version: u64, value: &Arc<V>) {
-        if let Some(slot) = self.slots.get_mut(key)
-            && slot.version == version
-            && matches!(slot.held, Held::Disk { .. })
-        {
-            slot.held = Held::Disk {
-                weak: Arc::downgrade(value),
-            };
+    /// True when a value read from disk (the write `seq`) is still `key`'s value: its slot
+    /// still has `version` on disk only, or (`version` 0) the key still has no slot and its
+    /// stored copy is still that write.
+    fn still_on_disk(&self, key: &K, version: u64, seq: u64) -> bool {
+        match self.slots.get(key) {
+            Some(slot) => slot.version == version && matches!(slot.held, Held::Disk { .. }),
+            None => version == 0 && self.stored.get(key).is_some_and(|l| l.seq == seq),
         }
     }
 
+    /// Holds a value read back from disk (the write `seq`) in memory when it is still the
+    /// key's value (see `still_on_disk`); false (nothing changed) otherwise.
+    pub(crate) fn promote(
+        &mut self,
+        key: &K,
+        version: u64,
+        seq: u64,
+        value: Arc<V>,
+        weight: u64,
+    ) -> bool {
+        if !self.still_on_disk(key, version, seq) {
+            return false;
+        }
+        let held = Held::Memory { value, weight };
+        if version == 0 {
+            self.put(
+                key.clone(),
+                Slot {
+                    held,
+                    stored: Stored::Current,
+                    version: 0,
+                },
+            );
+        } else {
+            self.update(key, |slot| slot.held = held);
+        }
+        true
+    }
+
+    /// Keeps a weak reference to a value read back from disk (the write `seq`) but not held
+    /// in memory, when it is still the key's value.
+    pub(crate) fn share(&mut self, key: &K, version: u64, seq: u64, value: &Arc<V>) {
+        if !self.still_on_disk(key, version, seq) {
+            return;
+        }
+        let held = Held::Disk {
+            weak: Arc::downgrade(value),
+        };
+        if version == 0 {
+            self.put(
+                key.clone(),
+                Slot {
+                    held,
+                    stored: Stored::Current,
+                    version: 0,
+                },
+            );
+        } else if let Some(slot) = self.slots.get_mut(key) {
+            slot.held = held;
+        }
+    }
+
+    /// Every key with an entry: live slots, then stored copies without a slot.
     pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
-        self.slots.keys()
+        let live = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| !matches!(slot.held, Held::Removed))
+            .map(|(key, _)| key);
+        let disk_only = self
+            .stored
+            .keys()
+            .filter(|key| !self.slots.contains_key(*key));
+        live.chain(disk_only)
     }
 
+    /// Every slot (values in memory, weak references, tombstones).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &Slot<V>)> {
         self.slots.iter()
     }
 
-    pub(crate) fn contains(&self, key: &K) -> bool {
-        self.slots.contains_key(key)
-    }
-
+    /// Entries: live slots plus stored copies without a slot.
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.len() + self.stored.len() - (self.tally.removed + self.tally.covered) as usize
     }
 
     /// Slots whose value is in memory: counted against the budget, or waiting for a write.
@@ -346,29 +552,45 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         self.tally.order.len() + self.tally.writing as usize
     }
 
+    /// Entries whose current value the disk holds.
     pub(crate) fn on_disk(&self) -> u64 {
-        self.tally.on_disk
+        self.tally.on_disk + self.stored.len() as u64 - self.tally.covered
     }
 
     /// Recomputes the tally from the slots and checks it (tests).
     #[cfg(test)]
     fn check_tally(&self) {
         let mut memory = (0, 0);
-        let (mut on_disk, mut writing) = (0, 0);
-        for slot in self.slots.values() {
+        let (mut on_disk, mut writing, mut removed, mut covered) = (0, 0, 0, 0);
+        for (key, slot) in &self.slots {
             if let Held::Memory { weight, .. } = slot.held {
                 memory = (memory.0 + weight, memory.1 + 1);
             }
             on_disk += u64::from(slot.stored == Stored::Current);
             writing += u64::from(matches!(slot.held, Held::Writing { .. }));
+            removed += u64::from(matches!(slot.held, Held::Removed));
+            covered += u64::from(self.stored.contains_key(key));
         }
+        let entries = self
+            .slots
+            .values()
+            .filter(|s| !matches!(s.held, Held::Removed))
+            .count()
+            + self
+                .stored
+                .keys()
+                .filter(|k| !self.slots.contains_key(*k))
+                .count();
+        assert_eq!((entries, self.keys().count()), (self.len(), self.len()));
         assert_eq!(
-            (memory.0, memory.1, on_disk, writing),
+            (memory.0, memory.1, on_disk, writing, removed, covered),
             (
                 self.tally.memory_bytes,
                 self.tally.order.len(),
                 self.tally.on_disk,
-                self.tally.writing
+                self.tally.writing,
+                self.tally.removed,
+                self.tally.covered,
             )
         );
     }
@@ -397,7 +619,7 @@ mod tests {
 
     #[test]
     fn accounting_follows_every_transition() {
-        let mut m = MemoryTier::new(Policy::Lru, 0);
+        let mut m = MemoryTier::new(Policy::Lru);
         m.put("a", hot(1, 10, 1));
         m.put("b", hot(2, 20, 2));
         assert_eq!((m.memory_bytes(), m.in_memory()), (30, 2));
@@ -414,9 +636,12 @@ mod tests {
             m.get(&"b").unwrap().live_value().is_some(),
             "served while writing"
         );
+        // The writer records the stored copy, then the slot learns the outcome: nobody else
+        // holds b's value, so b keeps no slot and is on disk only.
+        m.set_stored(&"b", Some(loc(40)));
         assert_eq!(m.write_done(&"b", 2, true), 0);
-        assert_eq!(m.on_disk(), 1);
-        assert!(matches!(m.get(&"b").unwrap().held, Held::Disk { .. }));
+        assert_eq!((m.on_disk(), m.len()), (1, 2));
+        assert!(m.get(&"b").is_none() && m.exists(&"b"));
         // A failed write puts the value back in memory.
         let Some(Victim::Dirty { key, version, .. }) = m.take_victim() else {
             panic!("a is dirty");
@@ -428,9 +653,10 @@ mod tests {
         assert_eq!(m.write_done(&"a", 3, true), 0);
         assert_eq!(m.get(&"a").unwrap().version, 9);
         assert_eq!(m.memory_bytes(), 7);
-        // Promotion only of the version read.
-        assert!(!m.promote(&"b", 1, Arc::new(2), 20));
-        assert!(m.promote(&"b", 2, Arc::new(2), 20));
+        // Promotion only of the write read (a key without a slot is version 0).
+        assert!(!m.promote(&"b", 0, 39, Arc::new(2), 20));
+        assert!(!m.promote(&"b", 2, 40, Arc::new(2), 20));
+        assert!(m.promote(&"b", 0, 40, Arc::new(2), 20));
         assert_eq!((m.memory_bytes(), m.in_memory(), m.on_disk()), (27, 2, 1));
         // A clean victim leaves without a write.
         let mut seen_clean = false;
@@ -441,12 +667,59 @@ mod tests {
             }
         }
         assert!(seen_clean);
+        assert!(
+            m.get(&"b").is_none(),
+            "a clean victim nobody holds keeps no slot"
+        );
         m.remove(&"a");
-        m.remove(&"b");
+        assert_eq!((m.len(), m.on_disk()), (1, 1), "b is still on disk");
+        // A removal: the tombstone hides the stored copy until the removal is done.
+        m.put("b", Slot::removed(50));
+        assert_eq!((m.len(), m.exists(&"b")), (0, false));
+        m.set_stored(&"b", None);
+        m.removal_done(&"b", 50);
+        assert!(m.get(&"b").is_none());
         assert_eq!(
             (m.memory_bytes(), m.in_memory(), m.len(), m.on_disk()),
             (0, 0, 0, 0)
         );
+        m.check_tally();
+    }
+
+    fn loc(seq: u64) -> DiskLoc {
+        DiskLoc {
+            place: crate::disk::Place::File,
+            seq,
+            raw_len: 1,
+            stored_len: 1,
+        }
+    }
+
+    #[test]
+    fn a_value_a_caller_still_holds_keeps_a_weak_slot_and_a_dead_one_goes() {
+        let mut m = MemoryTier::new(Policy::Lru);
+        let value = Arc::new(5u32);
+        m.put(
+            "a",
+            Slot {
+                held: Held::Memory {
+                    value: value.clone(),
+                    weight: 4,
+                },
+                stored: Stored::Current,
+                version: 3,
+            },
+        );
+        m.set_stored(&"a", Some(loc(1)));
+        assert!(matches!(m.take_victim(), Some(Victim::Clean { weight: 4 })));
+        let slot = m.get(&"a").expect("a caller holds the value");
+        assert!(Arc::ptr_eq(&slot.live_value().unwrap(), &value));
+        m.drop_dead_weak(&"a");
+        assert!(m.get(&"a").is_some(), "still held");
+        drop(value);
+        m.drop_dead_weak(&"a");
+        assert!(m.get(&"a").is_none() && m.exists(&"a"));
+        m.check_tally();
     }
 
     #[test]
@@ -457,7 +730,7 @@ mod tests {
     }
 
     fn tally_under(policy: Policy) {
-        let mut m: MemoryTier<u8, u32> = MemoryTier::new(policy, 0);
+        let mut m: MemoryTier<u8, u32> = MemoryTier::new(policy);
         let mut writes: Vec<(u8, u64)> = Vec::new();
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for version in 1..5000u64 {
@@ -467,12 +740,12 @@ mod tests {
             let key = (x % 13) as u8;
             match (x >> 8) % 8 {
                 0 | 1 => {
-                    m.replace(key, |old| Slot {
+                    m.replace(key, |stored| Slot {
                         held: Held::Memory {
                             value: Arc::new(version as u32),
                             weight: x % 50 + 1,
                         },
-                        stored: old.map_or(Stored::Nothing, Slot::stored_after_replace),
+                        stored,
                         version,
                     });
                 }
@@ -483,12 +756,18 @@ mod tests {
                 }
                 3 if !writes.is_empty() => {
                     let (key, version) = writes.remove((x >> 16) as usize % writes.len());
-                    let back = m.write_done(&key, version, !(x >> 24).is_multiple_of(3));
+                    let ok = !(x >> 24).is_multiple_of(3);
+                    if ok {
+                        // The writer records the stored copy before the slot learns.
+                        m.set_stored(&key, Some(loc(version)));
+                    }
+                    let back = m.write_done(&key, version, ok);
                     assert!(back == 0 || m.get(&key).unwrap().memory_weight() == back);
                 }
                 4 => {
                     let current = m.get(&key).map(|s| s.version);
                     if let Some(v) = current {
+                        m.set_stored(&key, Some(loc(version)));
                         let before = m.tally.order.peek().copied();
                         m.mark_written(&key, v);
                         assert_eq!(m.tally.order.peek().copied(), before, "not a use");
@@ -498,9 +777,32 @@ mod tests {
                     m.update(&key, |slot| slot.version = version);
                     writes.retain(|(k, _)| *k != key);
                 }
-                6 => {
-                    m.note_disk_may_hold(&key);
-                }
+                6 => match (x >> 12) % 6 {
+                    0 => m.note_disk_may_hold(&key),
+                    1 => m.set_stored(&key, Some(loc(version))),
+                    // Only a removal's record goes, while no slot is current on disk.
+                    2 if m.get(&key).is_some_and(|s| s.stored != Stored::Current) => {
+                        m.set_stored(&key, None)
+                    }
+                    3 => {
+                        m.put(key, Slot::removed(version));
+                        writes.retain(|(k, _)| *k != key);
+                    }
+                    4 => {
+                        let v = m.get(&key).map_or(0, |s| s.version);
+                        m.removal_done(&key, v);
+                    }
+                    _ => {
+                        let v = m.get(&key).map_or(0, |s| s.version);
+                        let seq = m.stored_at(&key).map_or(0, |l| l.seq);
+                        if (x >> 20).is_multiple_of(2) {
+                            m.promote(&key, v, seq, Arc::new(1), x % 30 + 1);
+                        } else {
+                            m.share(&key, v, seq, &Arc::new(1));
+                            m.drop_dead_weak(&key);
+                        }
+                    }
+                },
                 _ => {
                     m.remove(&key);
                     writes.retain(|(k, _)| *k != key);
@@ -513,7 +815,7 @@ mod tests {
     #[test]
     fn a_finished_write_keeps_the_place_and_an_overwrite_counts_as_a_use() {
         for policy in [Policy::Lru, Policy::S3Fifo] {
-            let mut m = MemoryTier::new(policy, 0);
+            let mut m = MemoryTier::new(policy);
             m.put("a", hot(1, 10, 1));
             m.put("b", hot(2, 20, 2));
             assert_eq!(

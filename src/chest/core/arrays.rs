@@ -13,7 +13,7 @@ use super::{Core, bump};
 use crate::codec::Codec;
 use crate::disk::{DiskMode, MappedValue, PendingValue, Place};
 use crate::error::{Error, Result};
-use crate::memory::{Slot, Stored};
+use crate::memory::Stored;
 
 impl<K, V, C> Core<K, V, C>
 where
@@ -37,14 +37,16 @@ where
         let mut engine = self.engine.lock();
         self.drain_locked(&mut engine);
         self.take_deferred()?;
-        let previous = self.locs.read().map.get(&key).copied();
+        let previous = self.stored_at(&key);
         let loc = engine.disk.commit_value(pending, previous)?;
         bump(&self.counters.spills, 1);
         bump(&self.counters.spill_bytes, loc.raw_len);
-        self.locs.write().map.insert(key.clone(), loc);
         let version = self.next_version();
         let mut shard = self.shards[self.shard_of(&key)].lock();
-        self.put_slot(&mut shard, key, Slot::on_disk(version));
+        shard.set_stored(&key, Some(loc));
+        if let Some(old) = shard.now_on_disk(key, version, std::sync::Weak::new()) {
+            self.release(old.memory_weight());
+        }
         Ok(())
     }
 
@@ -59,15 +61,17 @@ where
 
     fn map_array_once(&self, key: &K) -> Result<Option<MappedValue>> {
         let key_bytes = self.encode_key(key)?;
-        let typed_value = {
+        let (typed_value, loc) = {
             let shard = self.shards[self.shard_of(key)].lock();
-            let Some(slot) = shard.get(key) else {
+            if !shard.exists(key) {
                 return Ok(None);
-            };
-            // Arrays always have a value file of their own and nothing in memory.
-            slot.stored != Stored::Current || slot.live_value().is_some()
+            }
+            // Arrays always have a value file of their own and nothing in memory (no slot).
+            let typed = shard
+                .get(key)
+                .is_some_and(|slot| slot.stored != Stored::Current || slot.live_value().is_some());
+            (typed, shard.stored_at(key))
         };
-        let loc = self.locs.read().map.get(key).copied();
         if typed_value || loc.is_none_or(|l| l.place != Place::File) {
             return Err(Error::KindMismatch {
                 path: loc.map_or_else(

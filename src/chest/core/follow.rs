@@ -3,8 +3,8 @@
 //! writer moved it. The logic of following the index lives in the disk tier
 //! (`disk/follow.rs`); this is the glue.
 //!
-//! A refresh holds the engine lock (one refresh at a time) and takes shard and `locs` locks
-//! one key at a time under it, as every other writer of those does. Reads of other threads go
+//! A refresh holds the engine lock (one refresh at a time) and takes shard locks one key at a
+//! time under it, as every other writer of those does. Reads of other threads go
 //! on meanwhile: a read that raced a refresh either sees the old place (still readable, or
 //! found moved and retried) or the new one.
 
@@ -20,7 +20,6 @@ use crate::disk::{DiskLoc, DiskMode, Refreshed};
 #[cfg(feature = "ndarray")]
 use crate::disk::{MappedValue, Place};
 use crate::error::{Error, Result};
-use crate::memory::Slot;
 
 impl<K, V, C> Core<K, V, C>
 where
@@ -79,21 +78,18 @@ where
     /// [`load_current`](Core::load_current)), and going back to the older write would show a
     /// newer value and then an older one.
     fn follow_put(&self, key: K, loc: DiskLoc) {
-        let version = self.next_version();
         let mut shard = self.shards[self.shard_of(&key)].lock();
-        // The check and the change under one write lock: a read may record a newer write
-        // meanwhile (`saw_newer`), which must not be replaced by this older one.
-        let mut locs = self.locs.write();
-        match locs.map.get(&key).map(|l| l.seq) {
+        // The check and the change under one lock: a read may record a newer write meanwhile
+        // (`saw_newer`), which must not be replaced by this older one.
+        match shard.stored_at(&key).map(|l| l.seq) {
             Some(seq) if seq > loc.seq => {}
-            Some(seq) if seq == loc.seq => {
-                locs.map.insert(key, loc);
-            }
+            Some(seq) if seq == loc.seq => shard.set_stored(&key, Some(loc)),
             _ => {
-                // The new place is known before the slot that sends readers to it.
-                locs.map.insert(key.clone(), loc);
-                drop(locs);
-                self.put_slot(&mut shard, key, Slot::on_disk(version));
+                // A new write: the key starts over, on disk only.
+                shard.set_stored(&key, Some(loc));
+                if let Some(old) = shard.remove(&key) {
+                    self.release(old.memory_weight());
+                }
             }
         }
     }
@@ -104,7 +100,7 @@ where
         if let Some(old) = shard.remove(key) {
             self.release(old.memory_weight());
         }
-        self.locs.write().map.remove(key);
+        shard.set_stored(key, None);
     }
 
     /// A followed writer changed the place `loc` of `key`'s value (`gone`: its value file is
@@ -119,8 +115,8 @@ where
     ) -> Result<bool> {
         self.refresh()?;
         let _engine = self.engine.lock();
-        // Read first: `forget` below takes the write lock.
-        let named = self.locs.read().map.get(key).copied();
+        // Read first: `forget` below takes the shard lock.
+        let named = self.stored_at(key);
         match named {
             None => Ok(false),
             Some(now) if now != loc => Ok(true),
@@ -140,11 +136,12 @@ where
     /// names now (a refresh may have moved it to a write between the two), a later read must
     /// not return an older write than this one.
     pub(super) fn saw_newer(&self, key: &K, read: DiskLoc) {
-        let mut locs = self.locs.write();
-        if let Some(known) = locs.map.get_mut(key)
-            && read.seq > known.seq
+        let mut shard = self.shards[self.shard_of(key)].lock();
+        if shard
+            .stored_at(key)
+            .is_some_and(|known| read.seq > known.seq)
         {
-            *known = read;
+            shard.set_stored(key, Some(read));
         }
     }
 
@@ -160,7 +157,7 @@ where
         if !self.contains_key(key) {
             self.refresh()?;
         }
-        let named = |core: &Self| core.locs.read().map.get(key).copied();
+        let named = |core: &Self| core.stored_at(key);
         let before = named(self);
         match map_once(self) {
             Err(e @ Error::Corrupt { .. }) if before.is_some_and(|l| l.place == Place::File) => {

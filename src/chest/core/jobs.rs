@@ -34,11 +34,13 @@ pub(crate) enum Job<K, V> {
         version: u64,
         evicted: bool,
     },
-    /// Remove `key`'s stored copy. If that fails, the entry comes back: `restore` is its value
-    /// when it was in memory (with weight and what the disk held), `None` when it was on disk.
+    /// Remove `key`'s stored copy (its slot is the tombstone `version` meanwhile). If that
+    /// fails, the entry comes back: `restore` is its value when it was in memory (with weight
+    /// and what the disk held), `None` when it was on disk.
     Remove {
         key: K,
         restore: Option<(Arc<V>, u64, Stored)>,
+        version: u64,
     },
 }
 
@@ -241,31 +243,33 @@ where
         }
         // Readers get the handles of segments begun by this batch before any place names them.
         self.refresh_files(&engine.disk);
-        {
-            let mut index = self.locs.write();
-            for (key, loc) in latest {
-                match loc {
-                    Some(loc) => index.map.insert(key.clone(), loc),
-                    None => index.map.remove(key),
-                };
-            }
-        }
+        // Each key's stored copy is recorded (at its first job here) under the same shard lock
+        // as the slot learns the outcome: a slot that goes leaves the key on disk only.
         for (i, job) in jobs.iter().enumerate() {
-            let Job::Put {
-                key,
-                weight,
-                version,
-                evicted,
-                ..
-            } = job
-            else {
-                continue;
-            };
-            if let (Outcome::Written, Some(loc)) = (outcomes[i], locs[i]) {
-                bump(&self.counters.spills, 1);
-                bump(&self.counters.spill_bytes, loc.raw_len);
+            match job {
+                Job::Put {
+                    key,
+                    weight,
+                    version,
+                    evicted,
+                    ..
+                } => {
+                    if let (Outcome::Written, Some(loc)) = (outcomes[i], locs[i]) {
+                        bump(&self.counters.spills, 1);
+                        bump(&self.counters.spill_bytes, loc.raw_len);
+                    }
+                    let stored = latest.remove(key);
+                    self.finish_put(key, stored, *version, *weight, *evicted, outcomes[i]);
+                }
+                Job::Remove { key, version, .. } => {
+                    let stored = latest.remove(key);
+                    let mut shard = self.shards[self.shard_of(key)].lock();
+                    if let Some(loc) = stored {
+                        shard.set_stored(key, loc);
+                    }
+                    shard.removal_done(key, *version);
+                }
             }
-            self.finish_put(key, *version, *weight, *evicted, outcomes[i]);
         }
         self.compact_quietly(engine);
         match first_error {
@@ -278,14 +282,26 @@ where
     fn stored_before(&self, latest: &Map<&K, Option<DiskLoc>>, key: &K) -> Option<DiskLoc> {
         match latest.get(key) {
             Some(loc) => *loc,
-            None => self.locs.read().map.get(key).copied(),
+            None => self.stored_at(key),
         }
     }
 
-    /// Tells `key`'s slot how the write of its `version` ended.
-    fn finish_put(&self, key: &K, version: u64, weight: u64, evicted: bool, outcome: Outcome) {
+    /// Tells `key`'s slot how the write of its `version` ended, first recording `stored`
+    /// (when given) as where the disk now holds the key's stored copy.
+    fn finish_put(
+        &self,
+        key: &K,
+        stored: Option<Option<DiskLoc>>,
+        version: u64,
+        weight: u64,
+        evicted: bool,
+        outcome: Outcome,
+    ) {
         let written = matches!(outcome, Outcome::Written);
         let mut shard = self.shards[self.shard_of(key)].lock();
+        if let Some(loc) = stored {
+            shard.set_stored(key, loc);
+        }
         if evicted {
             // A failed (not a skipped) write puts the value back in memory.
             let ok = !matches!(outcome, Outcome::Failed);
@@ -315,30 +331,46 @@ where
                     ..
                 } => {
                     undone = true;
-                    self.finish_put(key, *version, *weight, *evicted, Outcome::Failed);
+                    self.finish_put(key, None, *version, *weight, *evicted, Outcome::Failed);
                 }
-                Job::Remove { key, restore } => {
-                    let stored = self.locs.read().map.get(key).copied();
+                Job::Remove {
+                    key,
+                    restore,
+                    version,
+                } => {
+                    let stored = self.stored_at(key);
                     if let Some(loc) = stored
                         && loc.place == Place::File
                         && let Ok(key_bytes) = self.encode_key(key)
                         && !engine.disk.path_of(&key_bytes, &loc).exists()
                     {
-                        self.locs.write().map.remove(key);
+                        let mut shard = self.shards[self.shard_of(key)].lock();
+                        shard.set_stored(key, None);
+                        shard.removal_done(key, *version);
                         continue;
                     }
                     undone = true;
-                    self.restore_removed(key, restore.clone(), stored.is_some());
+                    self.restore_removed(key, restore.clone(), *version, stored.is_some());
                 }
             }
         }
         undone
     }
 
-    /// Puts back an entry whose removal failed, unless the key has a newer slot.
-    fn restore_removed(&self, key: &K, restore: Option<(Arc<V>, u64, Stored)>, stored: bool) {
+    /// Puts back an entry whose removal failed (its tombstone `version`), unless the key has
+    /// a newer slot.
+    fn restore_removed(
+        &self,
+        key: &K,
+        restore: Option<(Arc<V>, u64, Stored)>,
+        version: u64,
+        stored: bool,
+    ) {
         let mut shard = self.shards[self.shard_of(key)].lock();
-        if shard.contains(key) {
+        let ours = shard
+            .get(key)
+            .is_some_and(|s| s.version == version && matches!(s.held, Held::Removed));
+        if !ours {
             // A newer value: the disk still has the old record, so removing it later must
             // reach the disk.
             if stored {
@@ -346,11 +378,10 @@ where
             }
             return;
         }
-        let version = self.next_version();
-        let slot = match restore {
+        match restore {
             Some((value, weight, was)) => {
                 self.memory_bytes.fetch_add(weight, Ordering::AcqRel);
-                Slot {
+                let slot = Slot {
                     held: Held::Memory { value, weight },
                     stored: if was == Stored::Current && stored {
                         Stored::Current
@@ -359,12 +390,14 @@ where
                     } else {
                         Stored::Nothing
                     },
-                    version,
-                }
+                    version: self.next_version(),
+                };
+                shard.put(key.clone(), slot);
             }
-            None if stored => Slot::on_disk(version),
-            None => return,
-        };
-        shard.put(key.clone(), slot);
+            // Its stored copy (if any) is the entry again.
+            None => {
+                shard.remove(key);
+            }
+        }
     }
 }
