@@ -169,7 +169,7 @@ pub fn check_index_follow(bytes: &[u8], cut: usize) -> Result<bool, String> {
     let opened = index_log::replay(prefix);
     let mut keys: HashMap<Vec<u8>, crate::disk::DiskLoc> = opened
         .entries
-        .values()
+        .iter()
         .map(|(at, loc, _)| (at.of(prefix).to_vec(), *loc))
         .collect();
     let last = opened.last_record_at.map(|at| {
@@ -202,7 +202,7 @@ pub fn check_index_follow(bytes: &[u8], cut: usize) -> Result<bool, String> {
     }
     let replayed: HashMap<Vec<u8>, crate::disk::DiskLoc> = whole
         .entries
-        .values()
+        .iter()
         .map(|(at, loc, _)| (at.of(bytes).to_vec(), *loc))
         .collect();
     if keys != replayed {

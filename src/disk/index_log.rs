@@ -368,10 +368,10 @@ pub(crate) struct DiskLoc {
 /// The state an index log describes.
 #[derive(Debug, Default)]
 pub(crate) struct Replay {
-    /// Every key with a stored value, by digest: where the encoded key is in the replayed
-    /// bytes, where its value is, and the number of the record that put it there. Keys are not
-    /// copied: a million keys would be a million allocations.
-    pub(crate) entries: DigestMap<(KeyAt, DiskLoc, u64)>,
+    /// Every key with a stored value: where the encoded key is in the replayed bytes, where
+    /// its value is, and the number of the record that put it there. Keys are not copied: a
+    /// million keys would be a million allocations.
+    pub(crate) entries: Entries,
     /// The number of the last Commit record: entries put by later records may not have been
     /// synced.
     pub(crate) last_commit_record: Option<u64>,
@@ -497,18 +497,68 @@ impl Replay {
             at: key.as_ptr() as usize - bytes.as_ptr() as usize,
             len: key.len(),
         };
-        match self.entries.entry(digest) {
-            Entry::Occupied(mut e) if e.get().0.of(bytes) == key => {
-                *e.get_mut() = (key_at, loc, record);
+        let list = &mut self.entries.list;
+        match self.entries.index.entry(digest) {
+            Entry::Occupied(e) if list[*e.get()].0.of(bytes) == key => {
+                list[*e.get()] = (key_at, loc, record);
             }
             // A digest collision (of 128 bits) leaves the puts before it in a Puts record
             // applied; it has never been seen.
             Entry::Occupied(_) => return Err("two keys share a digest"),
             Entry::Vacant(e) => {
-                e.insert((key_at, loc, record));
+                e.insert(list.len());
+                list.push((key_at, loc, record));
             }
         }
         Ok(())
+    }
+}
+
+/// The entries of a replay: a table from each key's digest to its entry in a flat list. The
+/// table, which every put reaches at random, holds 24 bytes a key instead of the whole entry's
+/// 80, and the entries are written and read in order. A removed key's entry stays in the list,
+/// marked [`REMOVED`](Self::REMOVED).
+#[derive(Debug, Default)]
+pub(crate) struct Entries {
+    index: DigestMap<usize>,
+    list: Vec<(KeyAt, DiskLoc, u64)>,
+}
+
+impl Entries {
+    /// The record number that marks a removed entry (no record has it).
+    const REMOVED: u64 = u64::MAX;
+
+    fn reserve(&mut self, additional: usize) {
+        self.index.reserve(additional);
+        self.list.reserve(additional);
+    }
+
+    fn remove(&mut self, digest: &KeyDigest) {
+        if let Some(i) = self.index.remove(digest) {
+            self.list[i].2 = Self::REMOVED;
+        }
+    }
+
+    /// Keys with a stored value.
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The entry of the key with `digest`: its key's place, its value's, and its record.
+    #[cfg(test)]
+    pub(crate) fn get(&self, digest: &KeyDigest) -> Option<&(KeyAt, DiskLoc, u64)> {
+        self.index.get(digest).map(|&i| &self.list[i])
+    }
+
+    /// Every entry, in the order keys were first put.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(KeyAt, DiskLoc, u64)> {
+        self.list.iter().filter(|e| e.2 != Self::REMOVED)
+    }
+
+    /// Every entry, giving up the table.
+    pub(crate) fn into_entries(self) -> impl Iterator<Item = (KeyAt, DiskLoc, u64)> {
+        drop(self.index);
+        self.list.into_iter().filter(|e| e.2 != Self::REMOVED)
     }
 }
 
@@ -690,7 +740,7 @@ mod tests {
         let mut bytes = header_bytes().to_vec();
         Record::Put { key: b"k", loc }.encode(&mut bytes);
         let r = replay(&bytes);
-        assert_eq!(r.entries[&KeyDigest::of(b"k")].1, loc);
+        assert_eq!(r.entries.get(&KeyDigest::of(b"k")).unwrap().1, loc);
         assert_eq!(r.max_seq, 99);
     }
 
@@ -726,11 +776,39 @@ mod tests {
         assert_eq!(r.records, 5);
         assert_eq!(r.valid_len, bytes.len() as u64);
         assert_eq!(r.entries.len(), 2);
-        let (key, loc, record) = &r.entries[&KeyDigest::of(b"c")];
+        let (key, loc, record) = &r.entries.get(&KeyDigest::of(b"c")).unwrap();
         assert_eq!((key.of(&bytes), *loc), (&b"c"[..], file_loc(9, 9)));
         assert!(r.is_unflushed(*record));
-        assert!(!r.is_unflushed(r.entries[&KeyDigest::of(b"b")].2));
+        assert!(!r.is_unflushed(r.entries.get(&KeyDigest::of(b"b")).unwrap().2));
         assert_eq!(r.last_commit_ms, Some(5));
+    }
+
+    #[test]
+    fn entries_skip_removed_keys_and_a_key_put_again_comes_last() {
+        let put = |key: &'static [u8], seq| Record::Put {
+            key,
+            loc: file_loc(seq, 1),
+        };
+        let bytes = log(&[
+            put(b"a", 1),
+            put(b"b", 2),
+            Record::Remove { key: b"a" },
+            put(b"c", 3),
+            put(b"b", 4),
+            put(b"a", 5),
+            Record::Remove { key: b"c" },
+        ]);
+        let r = replay(&bytes);
+        let seen: Vec<(&[u8], u64, u64)> = r
+            .entries
+            .iter()
+            .map(|(at, loc, record)| (at.of(&bytes), loc.seq, *record))
+            .collect();
+        assert_eq!(seen, [(&b"b"[..], 4, 4), (&b"a"[..], 5, 5)]);
+        assert_eq!(r.entries.len(), 2);
+        assert!(r.entries.get(&KeyDigest::of(b"c")).is_none());
+        let owned: Vec<u64> = r.entries.into_entries().map(|e| e.1.seq).collect();
+        assert_eq!(owned, [4, 5]);
     }
 
     #[test]
@@ -819,18 +897,18 @@ mod tests {
         let places = |r: &Replay, bytes: &[u8]| {
             let mut v: Vec<(Vec<u8>, DiskLoc)> = r
                 .entries
-                .values()
+                .iter()
                 .map(|(at, loc, _)| (at.of(bytes).to_vec(), *loc))
                 .collect();
             v.sort_by(|x, y| x.0.cmp(&y.0));
             v
         };
         assert_eq!(places(&p, &packed), places(&s, &single));
-        assert_eq!(p.entries[&KeyDigest::of(b"a")].1, puts[4].1);
+        assert_eq!(p.entries.get(&KeyDigest::of(b"a")).unwrap().1, puts[4].1);
         // The entries of the packed record are numbered after the Commit, one each.
         assert_eq!(p.last_commit_record, Some(0));
-        assert_eq!(p.entries[&KeyDigest::of(b"d")].2, 4);
-        assert_eq!(p.entries[&KeyDigest::of(b"e")].2, 8);
+        assert_eq!(p.entries.get(&KeyDigest::of(b"d")).unwrap().2, 4);
+        assert_eq!(p.entries.get(&KeyDigest::of(b"e")).unwrap().2, 8);
     }
 
     #[test]
@@ -947,7 +1025,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len() as u64, log.len_bytes());
         let r = replay(&bytes);
-        let keys: Vec<&[u8]> = r.entries.values().map(|e| e.0.of(&bytes)).collect();
+        let keys: Vec<&[u8]> = r.entries.iter().map(|e| e.0.of(&bytes)).collect();
         assert_eq!(keys, vec![&b"k2"[..]]);
         // A torn tail is cut off when the log is reopened for appending.
         let mut torn = bytes.clone();

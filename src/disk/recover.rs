@@ -202,22 +202,24 @@ impl DiskTier {
     ) -> Result<(Recovered, Vec<PathBuf>)> {
         let mut entries = Recovered::with_arena(index_bytes, replay.entries.len());
         let mut to_sync = Vec::new();
-        for (digest, (key_at, loc, record)) in std::mem::take(&mut replay.entries) {
+        for (key_at, loc, record) in std::mem::take(&mut replay.entries).into_entries() {
             let key = key_at.of(&entries.arena);
-            let has_file = !present.is_empty() && present.remove(&digest);
+            // The digest names a value file; only needed when there are any.
+            let digest = || KeyDigest::of(key);
+            let has_file = !present.is_empty() && present.remove(&digest());
             let unflushed = replay.is_unflushed(record);
             let mut chosen = match loc.place {
                 Place::File if !has_file => {
                     report.dropped_missing += 1;
                     None
                 }
-                Place::File if unflushed => match self.check_file(digest) {
+                Place::File if unflushed => match self.check_file(digest()) {
                     Ok((file_key, file_loc)) if file_key == key => {
-                        to_sync.push(self.layout.value_file(digest));
+                        to_sync.push(self.layout.value_file(digest()));
                         Some(file_loc)
                     }
                     _ => {
-                        self.discard_file(digest, writable, report)?;
+                        self.discard_file(digest(), writable, report)?;
                         None
                     }
                 },
@@ -241,15 +243,15 @@ impl DiskTier {
             if has_file && loc.place != Place::File {
                 // A value file beside a segment record: a spill to a file whose Put record was
                 // lost, or an older file whose delete was lost. The higher sequence wins.
-                match self.check_file(digest) {
+                match self.check_file(digest()) {
                     Ok((file_key, file_loc))
                         if file_key == key && chosen.is_none_or(|c| file_loc.seq > c.seq) =>
                     {
                         report.adopted_orphans += 1;
-                        to_sync.push(self.layout.value_file(digest));
+                        to_sync.push(self.layout.value_file(digest()));
                         chosen = Some(file_loc);
                     }
-                    _ => self.discard_file(digest, writable, report)?,
+                    _ => self.discard_file(digest(), writable, report)?,
                 }
             }
             if let Some(loc) = chosen {
@@ -501,7 +503,7 @@ mod tests {
         let mut v1 = MAGIC.to_vec();
         v1.extend_from_slice(&1u16.to_le_bytes());
         v1.extend_from_slice(&[0; 6]);
-        for (at, loc, _) in replayed.entries.values() {
+        for (at, loc, _) in replayed.entries.iter() {
             Record::Put {
                 key: at.of(&bytes),
                 loc: *loc,
