@@ -552,13 +552,26 @@ impl Entries {
 
     /// Every entry, in the order keys were first put.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &(KeyAt, DiskLoc, u64)> {
-        self.list.iter().filter(|e| e.2 != Self::REMOVED)
+        self.list.iter().filter(|e| !Self::is_removed(e))
     }
 
     /// Every entry, giving up the table.
+    #[cfg(test)]
     pub(crate) fn into_entries(self) -> impl Iterator<Item = (KeyAt, DiskLoc, u64)> {
-        drop(self.index);
-        self.list.into_iter().filter(|e| e.2 != Self::REMOVED)
+        self.into_list()
+            .into_iter()
+            .filter(|e| !Self::is_removed(e))
+    }
+
+    /// The list of entries, giving up the table: removed keys' entries are still in it (see
+    /// [`is_removed`](Self::is_removed)), so that a caller filters it in place.
+    pub(crate) fn into_list(self) -> Vec<(KeyAt, DiskLoc, u64)> {
+        self.list
+    }
+
+    /// True for the entry of a removed key in [`into_list`](Self::into_list)'s list.
+    pub(crate) fn is_removed(entry: &(KeyAt, DiskLoc, u64)) -> bool {
+        entry.2 == Self::REMOVED
     }
 }
 

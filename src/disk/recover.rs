@@ -31,26 +31,16 @@ pub(crate) struct OpenReport {
 }
 
 /// The keys found on disk when opening, with where their values are. The encoded keys live in
-/// one buffer (the index's bytes, plus keys adopted from files) rather than one allocation each.
+/// one buffer (the index's bytes, plus keys adopted from files) rather than one allocation each,
+/// and the entries are the replay's own list, filtered in place (the third field, the replay's
+/// record number, means nothing here).
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
     arena: Vec<u8>,
-    entries: Vec<(KeyAt, DiskLoc)>,
+    entries: Vec<(KeyAt, DiskLoc, u64)>,
 }
 
 impl Recovered {
-    fn with_arena(arena: Vec<u8>, capacity: usize) -> Self {
-        Recovered {
-            arena,
-            entries: Vec::with_capacity(capacity),
-        }
-    }
-
-    /// Adds an entry whose key is already in the arena.
-    fn push_at(&mut self, key: KeyAt, loc: DiskLoc) {
-        self.entries.push((key, loc));
-    }
-
     /// Adds an entry, copying its key into the arena.
     fn push(&mut self, key: &[u8], loc: DiskLoc) {
         let at = KeyAt {
@@ -58,7 +48,7 @@ impl Recovered {
             len: key.len(),
         };
         self.arena.extend_from_slice(key);
-        self.entries.push((at, loc));
+        self.entries.push((at, loc, 0));
     }
 
     /// Number of entries.
@@ -70,7 +60,7 @@ impl Recovered {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], DiskLoc)> {
         self.entries
             .iter()
-            .map(|(k, loc)| (k.of(&self.arena), *loc))
+            .map(|(k, loc, _)| (k.of(&self.arena), *loc))
     }
 }
 
@@ -200,64 +190,43 @@ impl DiskTier {
         writable: bool,
         report: &mut OpenReport,
     ) -> Result<(Recovered, Vec<PathBuf>)> {
-        let mut entries = Recovered::with_arena(index_bytes, replay.entries.len());
         let mut to_sync = Vec::new();
-        for (key_at, loc, record) in std::mem::take(&mut replay.entries).into_entries() {
-            let key = key_at.of(&entries.arena);
-            // The digest names a value file; only needed when there are any.
-            let digest = || KeyDigest::of(key);
-            let has_file = !present.is_empty() && present.remove(&digest());
-            let unflushed = replay.is_unflushed(record);
-            let mut chosen = match loc.place {
-                Place::File if !has_file => {
-                    report.dropped_missing += 1;
-                    None
+        let mut list = std::mem::take(&mut replay.entries).into_list();
+        let mut failure = None;
+        list.retain_mut(|entry| {
+            if failure.is_some() || index_log::Entries::is_removed(entry) {
+                return false;
+            }
+            let key = entry.0.of(&index_bytes);
+            let unflushed = replay.is_unflushed(entry.2);
+            let chosen = self.reconcile_entry(
+                key,
+                entry.1,
+                unflushed,
+                &mut present,
+                writable,
+                report,
+                &mut to_sync,
+            );
+            match chosen {
+                Ok(Some(loc)) => {
+                    entry.1 = loc;
+                    true
                 }
-                Place::File if unflushed => match self.check_file(digest()) {
-                    Ok((file_key, file_loc)) if file_key == key => {
-                        to_sync.push(self.layout.value_file(digest()));
-                        Some(file_loc)
-                    }
-                    _ => {
-                        self.discard_file(digest(), writable, report)?;
-                        None
-                    }
-                },
-                Place::File => Some(loc),
-                Place::Segment(place) => {
-                    let len = segment::record_len(key.len(), loc.stored_len);
-                    if !self.segments.contains(place, len) {
-                        report.dropped_missing += 1;
-                        None
-                    } else if unflushed && !self.record_is_sound(key, place, len, loc.seq) {
-                        report.discarded_damaged += 1;
-                        None
-                    } else {
-                        if unflushed {
-                            to_sync.push(self.segments.path_of(place.segment));
-                        }
-                        Some(loc)
-                    }
-                }
-            };
-            if has_file && loc.place != Place::File {
-                // A value file beside a segment record: a spill to a file whose Put record was
-                // lost, or an older file whose delete was lost. The higher sequence wins.
-                match self.check_file(digest()) {
-                    Ok((file_key, file_loc))
-                        if file_key == key && chosen.is_none_or(|c| file_loc.seq > c.seq) =>
-                    {
-                        report.adopted_orphans += 1;
-                        to_sync.push(self.layout.value_file(digest()));
-                        chosen = Some(file_loc);
-                    }
-                    _ => self.discard_file(digest(), writable, report)?,
+                Ok(None) => false,
+                Err(e) => {
+                    failure = Some(e);
+                    false
                 }
             }
-            if let Some(loc) = chosen {
-                entries.push_at(key_at, loc);
-            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
         }
+        let mut entries = Recovered {
+            arena: index_bytes,
+            entries: list,
+        };
         for digest in present {
             match self.check_file(digest) {
                 Ok((key, loc)) if KeyDigest::of(&key) == digest => {
@@ -269,6 +238,72 @@ impl DiskTier {
             }
         }
         Ok((entries, to_sync))
+    }
+
+    /// The reconciliation rules for one replayed entry: what `key`'s stored copy is, given
+    /// that the index names `loc` (written after the last Commit when `unflushed`) and the
+    /// value files still `present` (the key's is taken out of them).
+    #[allow(clippy::too_many_arguments)]
+    fn reconcile_entry(
+        &self,
+        key: &[u8],
+        loc: DiskLoc,
+        unflushed: bool,
+        present: &mut DigestSet,
+        writable: bool,
+        report: &mut OpenReport,
+        to_sync: &mut Vec<PathBuf>,
+    ) -> Result<Option<DiskLoc>> {
+        // The digest names a value file; only needed when there are any.
+        let digest = || KeyDigest::of(key);
+        let has_file = !present.is_empty() && present.remove(&digest());
+        let mut chosen = match loc.place {
+            Place::File if !has_file => {
+                report.dropped_missing += 1;
+                None
+            }
+            Place::File if unflushed => match self.check_file(digest()) {
+                Ok((file_key, file_loc)) if file_key == key => {
+                    to_sync.push(self.layout.value_file(digest()));
+                    Some(file_loc)
+                }
+                _ => {
+                    self.discard_file(digest(), writable, report)?;
+                    None
+                }
+            },
+            Place::File => Some(loc),
+            Place::Segment(place) => {
+                let len = segment::record_len(key.len(), loc.stored_len);
+                if !self.segments.contains(place, len) {
+                    report.dropped_missing += 1;
+                    None
+                } else if unflushed && !self.record_is_sound(key, place, len, loc.seq) {
+                    report.discarded_damaged += 1;
+                    None
+                } else {
+                    if unflushed {
+                        to_sync.push(self.segments.path_of(place.segment));
+                    }
+                    Some(loc)
+                }
+            }
+        };
+        if has_file && loc.place != Place::File {
+            // A value file beside a segment record: a spill to a file whose Put record was
+            // lost, or an older file whose delete was lost. The higher sequence wins.
+            match self.check_file(digest()) {
+                Ok((file_key, file_loc))
+                    if file_key == key && chosen.is_none_or(|c| file_loc.seq > c.seq) =>
+                {
+                    report.adopted_orphans += 1;
+                    to_sync.push(self.layout.value_file(digest()));
+                    chosen = Some(file_loc);
+                }
+                _ => self.discard_file(digest(), writable, report)?,
+            }
+        }
+        Ok(chosen)
     }
 
     /// Rebuilds the entries from every segment record and value file: for each key the record
