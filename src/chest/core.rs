@@ -146,48 +146,69 @@ where
     {
         let shard_count = options.shards.max(1);
         let hasher = RandomState::default();
-        // Each key goes to its shard's index of stored copies; nothing is in memory yet, so
-        // no key has a slot.
-        let mut parts: Vec<Vec<(K, DiskLoc)>> = (0..shard_count)
-            .map(|_| Vec::with_capacity(found.len() / shard_count + 16))
-            .collect();
-        for (key, loc) in found.iter() {
-            let key: K = options.codec.decode(key).map_err(|source| Error::Decode {
-                path: disk.path_of(key, &loc),
-                source,
-            })?;
-            parts[(hasher.hash_one(&key) as usize) % shard_count].push((key, loc));
-        }
+        let reader = disk.reader();
+        // Decodes `take` entries from `skip` on and sorts them to their shards: each key goes
+        // to its shard's index of stored copies; nothing is in memory yet, so no key has a
+        // slot.
+        let decode = |skip: usize, take: usize| -> Result<Vec<Vec<(K, DiskLoc)>>> {
+            let mut parts: Vec<Vec<(K, DiskLoc)>> = (0..shard_count)
+                .map(|_| Vec::with_capacity(take.min(found.len()) / shard_count + 16))
+                .collect();
+            for (key, loc) in found.iter().skip(skip).take(take) {
+                let key: K = options.codec.decode(key).map_err(|source| Error::Decode {
+                    path: reader.path_of(key, &loc),
+                    source,
+                })?;
+                parts[(hasher.hash_one(&key) as usize) % shard_count].push((key, loc));
+            }
+            Ok(parts)
+        };
+        // One shard's table from its lists of entries.
+        let fill = |lists: [Vec<(K, DiskLoc)>; 2]| -> Map<K, DiskLoc> {
+            let len = lists.iter().map(Vec::len).sum();
+            let mut stored = Map::with_capacity_and_hasher(len, Default::default());
+            for list in lists {
+                stored.extend(list);
+            }
+            stored
+        };
+        // Decoding the keys and filling the tables are most of reopening a million keys
+        // after the replay: a large chest decodes half of the keys, then fills half of the
+        // shards' tables, on a second thread. Not under shuttle, whose tests open small
+        // chests only.
+        let tables: Vec<Map<K, DiskLoc>> =
+            if found.len() >= PARALLEL_OPEN_FROM && !cfg!(shuttle) && shard_count > 1 {
+                let half = found.len() / 2;
+                std::thread::scope(|scope| -> Result<Vec<Map<K, DiskLoc>>> {
+                    let other = scope.spawn(|| decode(half, usize::MAX));
+                    let mut first = decode(0, half)?;
+                    let mut second = other.join().expect("decoding keys does not panic")?;
+                    let upper = (
+                        first.split_off(shard_count / 2),
+                        second.split_off(shard_count / 2),
+                    );
+                    let other = scope.spawn(move || {
+                        let (a, b) = upper;
+                        a.into_iter()
+                            .zip(b)
+                            .map(|(a, b)| fill([a, b]))
+                            .collect::<Vec<_>>()
+                    });
+                    let mut tables: Vec<_> = first
+                        .into_iter()
+                        .zip(second)
+                        .map(|(a, b)| fill([a, b]))
+                        .collect();
+                    tables.extend(other.join().expect("filling a table does not panic"));
+                    Ok(tables)
+                })?
+            } else {
+                decode(0, usize::MAX)?
+                    .into_iter()
+                    .map(|list| fill([list, Vec::new()]))
+                    .collect()
+            };
         drop(found);
-        let build = |parts: Vec<Vec<(K, DiskLoc)>>| -> Vec<Map<K, DiskLoc>> {
-            parts
-                .into_iter()
-                .map(|part| {
-                    let mut stored = Map::with_capacity_and_hasher(part.len(), Default::default());
-                    stored.extend(part);
-                    stored
-                })
-                .collect()
-        };
-        // Filling the tables is most of reopening a million keys after the replay: a large
-        // chest fills half of the shards' on a second thread. Not under shuttle, whose tests
-        // open small chests only.
-        let total: usize = parts.iter().map(Vec::len).sum();
-        let tables = if total >= PARALLEL_OPEN_FROM && !cfg!(shuttle) && shard_count > 1 {
-            let second = parts.split_off(shard_count / 2);
-            std::thread::scope(|scope| {
-                let other = scope.spawn(|| build(second));
-                let mut tables = build(parts);
-                tables.extend(
-                    other
-                        .join()
-                        .expect("filling a shard's table does not panic"),
-                );
-                tables
-            })
-        } else {
-            build(parts)
-        };
         let shards = tables
             .into_iter()
             .map(|stored| MemoryTier::with_stored(options.policy, stored));
@@ -1282,5 +1303,31 @@ mod tests {
         let mut keys = chest.keys();
         keys.sort_unstable();
         assert_eq!(keys, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_chest_large_enough_to_open_on_two_threads_reopens_every_key_in_its_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        let n = super::PARALLEL_OPEN_FROM as u32 + 1234;
+        let chest: Chest<u32, Vec<u8>> =
+            Chest::builder().path(&path).budget(1 << 16).open().unwrap();
+        for k in 0..n {
+            chest.insert(k, vec![k as u8; 4]).unwrap();
+        }
+        chest.remove(&7).unwrap();
+        chest.close().unwrap();
+        let chest: Chest<u32, Vec<u8>> =
+            Chest::builder().path(&path).budget(1 << 16).open().unwrap();
+        assert_eq!(chest.len(), n as usize - 1);
+        assert_eq!(slots(&chest), 0, "nothing is in memory after opening");
+        // Every key is found through its own shard.
+        for k in (0..n).filter(|k| *k != 7) {
+            assert!(chest.contains_key(&k), "{k}");
+        }
+        assert!(!chest.contains_key(&7));
+        for k in [0, 1, n / 2, n - 1] {
+            assert_eq!(*chest.get(&k).unwrap().unwrap(), vec![k as u8; 4]);
+        }
     }
 }

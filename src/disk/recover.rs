@@ -146,14 +146,33 @@ impl DiskTier {
                 (0, 0, to_sync, entries)
             }
         };
+        // Each segment's live bytes and the end of its last live record. Entries come mostly
+        // in the order they were written, so they are summed in runs of one segment.
         let mut live_end: HashMap<u32, u64> = HashMap::new();
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        let mut run: Option<(u32, u64, u64)> = None;
+        let mut end_run = |run: Option<(u32, u64, u64)>| {
+            if let Some((id, bytes, end)) = run {
+                *live.entry(id).or_default() += bytes;
+                let last = live_end.entry(id).or_default();
+                *last = (*last).max(end);
+            }
+        };
         for (key, loc) in entries.iter() {
             if let Place::Segment(p) = loc.place {
                 let len = segment::record_len(key.len(), loc.stored_len);
-                self.segments.add_live(p.segment, len);
-                let end = live_end.entry(p.segment).or_default();
-                *end = (*end).max(p.offset + len);
+                match &mut run {
+                    Some((id, bytes, end)) if *id == p.segment => {
+                        *bytes += len;
+                        *end = (*end).max(p.offset + len);
+                    }
+                    _ => end_run(run.replace((p.segment, len, p.offset + len))),
+                }
             }
+        }
+        end_run(run);
+        for (id, bytes) in live {
+            self.segments.add_live(id, bytes);
         }
         if !writable {
             return Ok((entries, report));
