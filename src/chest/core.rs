@@ -151,8 +151,9 @@ where
         // to its shard's index of stored copies; nothing is in memory yet, so no key has a
         // slot.
         let decode = |skip: usize, take: usize| -> Result<Vec<Vec<(K, DiskLoc)>>> {
+            let count = found.len().saturating_sub(skip).min(take);
             let mut parts: Vec<Vec<(K, DiskLoc)>> = (0..shard_count)
-                .map(|_| Vec::with_capacity(take.min(found.len()) / shard_count + 16))
+                .map(|_| Vec::with_capacity(count / shard_count + 16))
                 .collect();
             for (key, loc) in found.iter().skip(skip).take(take) {
                 let key: K = options.codec.decode(key).map_err(|source| Error::Decode {
@@ -176,39 +177,49 @@ where
         // after the replay: a large chest decodes half of the keys, then fills half of the
         // shards' tables, on a second thread. Not under shuttle, whose tests open small
         // chests only.
-        let tables: Vec<Map<K, DiskLoc>> =
-            if found.len() >= PARALLEL_OPEN_FROM && !cfg!(shuttle) && shard_count > 1 {
-                let half = found.len() / 2;
-                std::thread::scope(|scope| -> Result<Vec<Map<K, DiskLoc>>> {
-                    let other = scope.spawn(|| decode(half, usize::MAX));
-                    let mut first = decode(0, half)?;
-                    let mut second = other.join().expect("decoding keys does not panic")?;
-                    let upper = (
-                        first.split_off(shard_count / 2),
-                        second.split_off(shard_count / 2),
-                    );
-                    let other = scope.spawn(move || {
-                        let (a, b) = upper;
-                        a.into_iter()
-                            .zip(b)
-                            .map(|(a, b)| fill([a, b]))
-                            .collect::<Vec<_>>()
-                    });
-                    let mut tables: Vec<_> = first
-                        .into_iter()
-                        .zip(second)
-                        .map(|(a, b)| fill([a, b]))
-                        .collect();
-                    tables.extend(other.join().expect("filling a table does not panic"));
-                    Ok(tables)
-                })?
-            } else {
-                decode(0, usize::MAX)?
-                    .into_iter()
-                    .map(|list| fill([list, Vec::new()]))
-                    .collect()
-            };
+        let parallel = found.len() >= PARALLEL_OPEN_FROM && !cfg!(shuttle) && shard_count > 1;
+        let (mut first, mut second) = if parallel {
+            let half = found.len() / 2;
+            std::thread::scope(|scope| -> Result<_> {
+                let other = scope.spawn(|| decode(half, usize::MAX));
+                let first = decode(0, half)?;
+                Ok((first, other.join().expect("decoding keys does not panic")?))
+            })?
+        } else {
+            (decode(0, usize::MAX)?, Vec::new())
+        };
+        // The recovered entries (the index's bytes and the replay's list) go before the
+        // tables grow.
         drop(found);
+        second.resize_with(shard_count, Vec::new);
+        let tables: Vec<Map<K, DiskLoc>> = if parallel {
+            let upper = (
+                first.split_off(shard_count / 2),
+                second.split_off(shard_count / 2),
+            );
+            std::thread::scope(|scope| {
+                let other = scope.spawn(move || {
+                    let (a, b) = upper;
+                    a.into_iter()
+                        .zip(b)
+                        .map(|(a, b)| fill([a, b]))
+                        .collect::<Vec<_>>()
+                });
+                let mut tables: Vec<_> = first
+                    .into_iter()
+                    .zip(second)
+                    .map(|(a, b)| fill([a, b]))
+                    .collect();
+                tables.extend(other.join().expect("filling a table does not panic"));
+                tables
+            })
+        } else {
+            first
+                .into_iter()
+                .zip(second)
+                .map(|(a, b)| fill([a, b]))
+                .collect()
+        };
         let shards = tables
             .into_iter()
             .map(|stored| MemoryTier::with_stored(options.policy, stored));
