@@ -31,7 +31,8 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{Codec, Compression};
 use crate::disk::{
-    DiskLoc, DiskMode, DiskTier, Fetched, KeyDigest, OpenReport, Payload, Place, Reader, Recovered,
+    DiskLoc, DiskMode, DiskTier, Fetched, KeyDigest, OpenReport, PackedLoc, Payload, Place, Reader,
+    Recovered,
 };
 use crate::error::{Error, Result};
 use crate::hash::Map;
@@ -165,11 +166,11 @@ where
             Ok(parts)
         };
         // One shard's table from its lists of entries.
-        let fill = |lists: [Vec<(K, DiskLoc)>; 2]| -> Map<K, DiskLoc> {
+        let fill = |lists: [Vec<(K, DiskLoc)>; 2]| -> Map<K, PackedLoc> {
             let len = lists.iter().map(Vec::len).sum();
             let mut stored = Map::with_capacity_and_hasher(len, Default::default());
             for list in lists {
-                stored.extend(list);
+                stored.extend(list.into_iter().map(|(key, loc)| (key, loc.into())));
             }
             stored
         };
@@ -192,7 +193,7 @@ where
         // tables grow.
         drop(found);
         second.resize_with(shard_count, Vec::new);
-        let tables: Vec<Map<K, DiskLoc>> = if parallel {
+        let tables: Vec<Map<K, PackedLoc>> = if parallel {
             let upper = (
                 first.split_off(shard_count / 2),
                 second.split_off(shard_count / 2),
@@ -1130,7 +1131,7 @@ where
             let shard = shard.lock();
             puts.reserve(shard.stored_count());
             for (key, loc) in shard.stored() {
-                puts.push((self.encode_key(key)?, *loc));
+                puts.push((self.encode_key(key)?, loc));
             }
         }
         Ok(puts)
@@ -1161,7 +1162,7 @@ where
                     .lock()
                     .stored()
                     .filter(|(_, loc)| matches!(loc.place, Place::Segment(p) if candidates.contains(&p.segment)))
-                    .map(|(k, loc)| (k.clone(), *loc)),
+                    .map(|(k, loc)| (k.clone(), loc)),
             );
         }
         let mut moved = Vec::with_capacity(movers.len());

@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 
 pub(crate) use follow::Changes;
 use follow::{Follower, Pending, Step};
-pub(crate) use index_log::{DiskLoc, Place, now_unix_ms};
+pub(crate) use index_log::{DiskLoc, PackedLoc, Place, now_unix_ms};
 use index_log::{IndexLog, Record};
 pub(crate) use inspect::check_is_chest;
 pub use layout::KeyDigest;

@@ -24,7 +24,7 @@ mod order;
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
-use crate::disk::DiskLoc;
+use crate::disk::{DiskLoc, PackedLoc};
 use crate::hash::Map;
 use std::sync::Arc;
 
@@ -49,8 +49,8 @@ pub(crate) enum Victim<K, V> {
 #[derive(Debug)]
 pub(crate) struct MemoryTier<K: Hash + Eq, V> {
     slots: Map<K, Slot<V>>,
-    /// Where the disk holds each key's stored copy.
-    stored: Map<K, DiskLoc>,
+    /// Where the disk holds each key's stored copy (packed: 24 bytes a place).
+    stored: Map<K, PackedLoc>,
     tally: Tally<K>,
 }
 
@@ -137,7 +137,7 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
     }
 
     /// A shard of keys on disk only: `stored` says where each key's stored copy is.
-    pub(crate) fn with_stored(policy: Policy, stored: Map<K, DiskLoc>) -> Self {
+    pub(crate) fn with_stored(policy: Policy, stored: Map<K, PackedLoc>) -> Self {
         MemoryTier {
             slots: Map::default(),
             stored,
@@ -159,7 +159,7 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
 
     /// Where the disk holds `key`'s stored copy.
     pub(crate) fn stored_at(&self, key: &K) -> Option<DiskLoc> {
-        self.stored.get(key).copied()
+        self.stored.get(key).map(DiskLoc::from)
     }
 
     /// Records where the disk holds `key`'s stored copy (`None`: it holds none).
@@ -167,11 +167,11 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         let changed = match loc {
             Some(loc) => match self.stored.get_mut(key) {
                 Some(place) => {
-                    *place = loc;
+                    *place = loc.into();
                     false
                 }
                 None => {
-                    self.stored.insert(key.clone(), loc);
+                    self.stored.insert(key.clone(), loc.into());
                     true
                 }
             },
@@ -187,8 +187,10 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
     }
 
     /// Every stored copy of this shard's keys.
-    pub(crate) fn stored(&self) -> impl Iterator<Item = (&K, &DiskLoc)> {
-        self.stored.iter()
+    pub(crate) fn stored(&self) -> impl Iterator<Item = (&K, DiskLoc)> {
+        self.stored
+            .iter()
+            .map(|(key, loc)| (key, DiskLoc::from(loc)))
     }
 
     /// Stored copies in this shard.
@@ -467,7 +469,7 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
     fn still_on_disk(&self, key: &K, version: u64, seq: u64) -> bool {
         match self.slots.get(key) {
             Some(slot) => slot.version == version && matches!(slot.held, Held::Disk { .. }),
-            None => version == 0 && self.stored.get(key).is_some_and(|l| l.seq == seq),
+            None => version == 0 && self.stored_at(key).is_some_and(|l| l.seq == seq),
         }
     }
 
