@@ -170,7 +170,7 @@ pub fn check_index_follow(bytes: &[u8], cut: usize) -> Result<bool, String> {
     let mut keys: HashMap<Vec<u8>, crate::disk::DiskLoc> = opened
         .entries
         .iter()
-        .map(|(at, loc, _)| (at.of(prefix).to_vec(), *loc))
+        .map(|(at, loc, _)| (at.of(prefix).to_vec(), loc))
         .collect();
     let last = opened.last_record_at.map(|at| {
         let mut frame = [0u8; index_log::FRAME_LEN];
@@ -203,7 +203,7 @@ pub fn check_index_follow(bytes: &[u8], cut: usize) -> Result<bool, String> {
     let replayed: HashMap<Vec<u8>, crate::disk::DiskLoc> = whole
         .entries
         .iter()
-        .map(|(at, loc, _)| (at.of(bytes).to_vec(), *loc))
+        .map(|(at, loc, _)| (at.of(bytes).to_vec(), loc))
         .collect();
     if keys != replayed {
         return Err(format!(

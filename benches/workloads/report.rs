@@ -97,8 +97,8 @@ pub struct RunResults {
 }
 
 /// Bytes of memory allowed per key beside the budget: docs/design.md's per-key overhead of a
-/// key on disk only (its entry in its shard's index of stored copies: 55 to 110 bytes for a
-/// `u64` key, depending on how full the table is; 50 to 78 measured).
+/// key on disk only (its entry in its shard's index of stored copies: 38 to 75 bytes for a
+/// `u64` key, depending on how full the table is), with room for the keys held in memory.
 pub const INDEX_BYTES_PER_KEY: u64 = 96;
 const MIB: f64 = (1u64 << 20) as f64;
 

@@ -565,14 +565,14 @@ impl Replay {
         let list = &mut self.entries.list;
         match self.entries.index.entry(digest) {
             Entry::Occupied(e) if list[*e.get()].0.of(bytes) == key => {
-                list[*e.get()] = (key_at, loc, record);
+                list[*e.get()] = (key_at, loc.into(), record);
             }
             // A digest collision (of 128 bits) leaves the puts before it in a Puts record
             // applied; it has never been seen.
             Entry::Occupied(_) => return Err("two keys share a digest"),
             Entry::Vacant(e) => {
                 e.insert(list.len());
-                list.push((key_at, loc, record));
+                list.push((key_at, loc.into(), record));
             }
         }
         Ok(())
@@ -581,12 +581,24 @@ impl Replay {
 
 /// The entries of a replay: a table from each key's digest to its entry in a flat list. The
 /// table, which every put reaches at random, holds 24 bytes a key instead of the whole entry's
-/// 80, and the entries are written and read in order. A removed key's entry stays in the list,
+/// 80, and the entries (48 bytes each: the key's place in the index bytes, the value's place
+/// packed, the record number) are written and read in order. A removed key's entry stays in the list,
 /// marked [`REMOVED`](Self::REMOVED).
+/// One entry of a replay's list: the key's place in the index bytes, the value's place, and
+/// the number of the record that put it there.
+pub(crate) type ListEntry = (KeyAt, PackedLoc, u64);
+
+const _: () = assert!(std::mem::size_of::<ListEntry>() == 48);
+
+/// A list entry with its value's place unpacked.
+fn unpack(entry: &ListEntry) -> (KeyAt, DiskLoc, u64) {
+    (entry.0, DiskLoc::from(&entry.1), entry.2)
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Entries {
     index: DigestMap<usize>,
-    list: Vec<(KeyAt, DiskLoc, u64)>,
+    list: Vec<ListEntry>,
 }
 
 impl Entries {
@@ -611,13 +623,16 @@ impl Entries {
 
     /// The entry of the key with `digest`: its key's place, its value's, and its record.
     #[cfg(test)]
-    pub(crate) fn get(&self, digest: &KeyDigest) -> Option<&(KeyAt, DiskLoc, u64)> {
-        self.index.get(digest).map(|&i| &self.list[i])
+    pub(crate) fn get(&self, digest: &KeyDigest) -> Option<(KeyAt, DiskLoc, u64)> {
+        self.index.get(digest).map(|&i| unpack(&self.list[i]))
     }
 
     /// Every entry, in the order keys were first put.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &(KeyAt, DiskLoc, u64)> {
-        self.list.iter().filter(|e| !Self::is_removed(e))
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (KeyAt, DiskLoc, u64)> {
+        self.list
+            .iter()
+            .filter(|e| !Self::is_removed(e))
+            .map(unpack)
     }
 
     /// Every entry, giving up the table.
@@ -626,16 +641,17 @@ impl Entries {
         self.into_list()
             .into_iter()
             .filter(|e| !Self::is_removed(e))
+            .map(|e| unpack(&e))
     }
 
     /// The list of entries, giving up the table: removed keys' entries are still in it (see
     /// [`is_removed`](Self::is_removed)), so that a caller filters it in place.
-    pub(crate) fn into_list(self) -> Vec<(KeyAt, DiskLoc, u64)> {
+    pub(crate) fn into_list(self) -> Vec<ListEntry> {
         self.list
     }
 
     /// True for the entry of a removed key in [`into_list`](Self::into_list)'s list.
-    pub(crate) fn is_removed(entry: &(KeyAt, DiskLoc, u64)) -> bool {
+    pub(crate) fn is_removed(entry: &ListEntry) -> bool {
         entry.2 == Self::REMOVED
     }
 }
@@ -854,9 +870,9 @@ mod tests {
         assert_eq!(r.records, 5);
         assert_eq!(r.valid_len, bytes.len() as u64);
         assert_eq!(r.entries.len(), 2);
-        let (key, loc, record) = &r.entries.get(&KeyDigest::of(b"c")).unwrap();
-        assert_eq!((key.of(&bytes), *loc), (&b"c"[..], file_loc(9, 9)));
-        assert!(r.is_unflushed(*record));
+        let (key, loc, record) = r.entries.get(&KeyDigest::of(b"c")).unwrap();
+        assert_eq!((key.of(&bytes), loc), (&b"c"[..], file_loc(9, 9)));
+        assert!(r.is_unflushed(record));
         assert!(!r.is_unflushed(r.entries.get(&KeyDigest::of(b"b")).unwrap().2));
         assert_eq!(r.last_commit_ms, Some(5));
     }
@@ -908,7 +924,7 @@ mod tests {
         let seen: Vec<(&[u8], u64, u64)> = r
             .entries
             .iter()
-            .map(|(at, loc, record)| (at.of(&bytes), loc.seq, *record))
+            .map(|(at, loc, record)| (at.of(&bytes), loc.seq, record))
             .collect();
         assert_eq!(seen, [(&b"b"[..], 4, 4), (&b"a"[..], 5, 5)]);
         assert_eq!(r.entries.len(), 2);
@@ -1004,7 +1020,7 @@ mod tests {
             let mut v: Vec<(Vec<u8>, DiskLoc)> = r
                 .entries
                 .iter()
-                .map(|(at, loc, _)| (at.of(bytes).to_vec(), *loc))
+                .map(|(at, loc, _)| (at.of(bytes).to_vec(), loc))
                 .collect();
             v.sort_by(|x, y| x.0.cmp(&y.0));
             v

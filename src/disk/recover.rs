@@ -37,7 +37,7 @@ pub(crate) struct OpenReport {
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
     arena: Vec<u8>,
-    entries: Vec<(KeyAt, DiskLoc, u64)>,
+    entries: Vec<index_log::ListEntry>,
 }
 
 impl Recovered {
@@ -48,7 +48,7 @@ impl Recovered {
             len: key.len(),
         };
         self.arena.extend_from_slice(key);
-        self.entries.push((at, loc, 0));
+        self.entries.push((at, loc.into(), 0));
     }
 
     /// Number of entries.
@@ -60,7 +60,7 @@ impl Recovered {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], DiskLoc)> {
         self.entries
             .iter()
-            .map(|(k, loc, _)| (k.of(&self.arena), *loc))
+            .map(|(k, loc, _)| (k.of(&self.arena), DiskLoc::from(loc)))
     }
 }
 
@@ -220,7 +220,7 @@ impl DiskTier {
             let unflushed = replay.is_unflushed(entry.2);
             let chosen = self.reconcile_entry(
                 key,
-                entry.1,
+                DiskLoc::from(&entry.1),
                 unflushed,
                 &mut present,
                 writable,
@@ -229,7 +229,7 @@ impl DiskTier {
             );
             match chosen {
                 Ok(Some(loc)) => {
-                    entry.1 = loc;
+                    entry.1 = loc.into();
                     true
                 }
                 Ok(None) => false,
@@ -560,7 +560,7 @@ mod tests {
         for (at, loc, _) in replayed.entries.iter() {
             Record::Put {
                 key: at.of(&bytes),
-                loc: *loc,
+                loc,
             }
             .encode(&mut v1);
         }
