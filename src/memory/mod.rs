@@ -483,10 +483,22 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         value: Arc<V>,
         weight: u64,
     ) -> bool {
+        self.hold_read(key, version, seq, Held::Memory { value, weight })
+    }
+
+    /// Keeps a weak reference to a value read back from disk (the write `seq`) but not held
+    /// in memory, when it is still the key's value.
+    pub(crate) fn share(&mut self, key: &K, version: u64, seq: u64, value: &Arc<V>) {
+        let weak = Arc::downgrade(value);
+        self.hold_read(key, version, seq, Held::Disk { weak });
+    }
+
+    /// Sets what `key`'s slot holds of a value read back from disk, when it is still the key's
+    /// value: a key without a slot gets one (version 0, current on disk).
+    fn hold_read(&mut self, key: &K, version: u64, seq: u64, held: Held<V>) -> bool {
         if !self.still_on_disk(key, version, seq) {
             return false;
         }
-        let held = Held::Memory { value, weight };
         if version == 0 {
             self.put(
                 key.clone(),
@@ -500,29 +512,6 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
             self.update(key, |slot| slot.held = held);
         }
         true
-    }
-
-    /// Keeps a weak reference to a value read back from disk (the write `seq`) but not held
-    /// in memory, when it is still the key's value.
-    pub(crate) fn share(&mut self, key: &K, version: u64, seq: u64, value: &Arc<V>) {
-        if !self.still_on_disk(key, version, seq) {
-            return;
-        }
-        let held = Held::Disk {
-            weak: Arc::downgrade(value),
-        };
-        if version == 0 {
-            self.put(
-                key.clone(),
-                Slot {
-                    held,
-                    stored: Stored::Current,
-                    version: 0,
-                },
-            );
-        } else if let Some(slot) = self.slots.get_mut(key) {
-            slot.held = held;
-        }
     }
 
     /// Every key with an entry: live slots, then stored copies without a slot.
