@@ -29,7 +29,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::disk::io::{self, Cursor, apply_zigzag, checksum, put_varint, zigzag_delta};
-use crate::disk::layout::{DigestMap, KeyDigest};
+use crate::disk::layout::{DigestHalvesMap, KeyDigest};
 use crate::disk::segment::RecordPlace;
 use crate::error::{Error, Result};
 
@@ -563,7 +563,7 @@ impl Replay {
             len: key.len(),
         };
         let list = &mut self.entries.list;
-        match self.entries.index.entry(digest) {
+        match self.entries.index.entry(digest.into()) {
             Entry::Occupied(e) if list[*e.get()].0.of(bytes) == key => {
                 list[*e.get()] = (key_at, loc.into(), record);
             }
@@ -580,8 +580,9 @@ impl Replay {
 }
 
 /// The entries of a replay: a table from each key's digest to its entry in a flat list. The
-/// table, which every put reaches at random, holds 24 bytes a key instead of the whole entry's
-/// 80, and the entries (48 bytes each: the key's place in the index bytes, the value's place
+/// table, which every put reaches at random, holds 24 bytes a key (the digest in two halves,
+/// see [`DigestHalves`](crate::disk::layout::DigestHalves), and a position) instead of the
+/// whole entry's, and the entries (48 bytes each: the key's place in the index bytes, the value's place
 /// packed, the record number) are written and read in order. A removed key's entry stays in the list,
 /// marked [`REMOVED`](Self::REMOVED).
 /// One entry of a replay's list: the key's place in the index bytes, the value's place, and
@@ -589,6 +590,7 @@ impl Replay {
 pub(crate) type ListEntry = (KeyAt, PackedLoc, u64);
 
 const _: () = assert!(std::mem::size_of::<ListEntry>() == 48);
+const _: () = assert!(std::mem::size_of::<(crate::disk::layout::DigestHalves, usize)>() == 24);
 
 /// A list entry with its value's place unpacked.
 fn unpack(entry: &ListEntry) -> (KeyAt, DiskLoc, u64) {
@@ -597,7 +599,7 @@ fn unpack(entry: &ListEntry) -> (KeyAt, DiskLoc, u64) {
 
 #[derive(Debug, Default)]
 pub(crate) struct Entries {
-    index: DigestMap<usize>,
+    index: DigestHalvesMap<usize>,
     list: Vec<ListEntry>,
 }
 
@@ -611,7 +613,7 @@ impl Entries {
     }
 
     fn remove(&mut self, digest: &KeyDigest) {
-        if let Some(i) = self.index.remove(digest) {
+        if let Some(i) = self.index.remove(&(*digest).into()) {
             self.list[i].2 = Self::REMOVED;
         }
     }
@@ -624,7 +626,9 @@ impl Entries {
     /// The entry of the key with `digest`: its key's place, its value's, and its record.
     #[cfg(test)]
     pub(crate) fn get(&self, digest: &KeyDigest) -> Option<(KeyAt, DiskLoc, u64)> {
-        self.index.get(digest).map(|&i| unpack(&self.list[i]))
+        self.index
+            .get(&(*digest).into())
+            .map(|&i| unpack(&self.list[i]))
     }
 
     /// Every entry, in the order keys were first put.

@@ -30,7 +30,7 @@ impl KeyDigest {
         KeyDigest(xxhash_rust::xxh3::xxh3_128(key_bytes))
     }
 
-    /// A rank that orders digests by the bucket a [`DigestMap`] of any size puts them in (its
+    /// A rank that orders digests by the bucket a [`DigestHalvesMap`] of any size puts them in (its
     /// hash's low bits first), so inserting many in this order walks the table forwards.
     pub(crate) fn table_order(&self) -> u64 {
         (self.0 as u64).reverse_bits()
@@ -82,11 +82,39 @@ impl std::hash::Hasher for DigestHasher {
     fn write_u128(&mut self, value: u128) {
         self.0 ^= value as u64;
     }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 ^= value;
+    }
 }
 
-/// A `HashMap` keyed by digests.
-pub(crate) type DigestMap<V> =
-    std::collections::HashMap<KeyDigest, V, std::hash::BuildHasherDefault<DigestHasher>>;
+/// A digest as two 64-bit halves, for tables with millions of entries: a `u128` is aligned
+/// to 16 bytes, which would pad a (digest, `usize`) bucket from 24 bytes to 32. It hashes as
+/// its low half, like a [`KeyDigest`] under [`DigestHasher`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DigestHalves {
+    low: u64,
+    high: u64,
+}
+
+impl From<KeyDigest> for DigestHalves {
+    fn from(digest: KeyDigest) -> Self {
+        DigestHalves {
+            low: digest.0 as u64,
+            high: (digest.0 >> 64) as u64,
+        }
+    }
+}
+
+impl std::hash::Hash for DigestHalves {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.low);
+    }
+}
+
+/// A `HashMap` keyed by digests in halves (see [`DigestHalves`]).
+pub(crate) type DigestHalvesMap<V> =
+    std::collections::HashMap<DigestHalves, V, std::hash::BuildHasherDefault<DigestHasher>>;
 
 /// A `HashSet` of digests.
 pub(crate) type DigestSet =
@@ -172,6 +200,25 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_halves_hash_as_the_digest_does_and_keep_both_halves() {
+        use std::hash::BuildHasher;
+        let build = std::hash::BuildHasherDefault::<DigestHasher>::default();
+        for key in [&b"a"[..], b"another key", b""] {
+            let digest = KeyDigest::of(key);
+            let halves = DigestHalves::from(digest);
+            assert_eq!(build.hash_one(halves), build.hash_one(digest));
+            assert_eq!(
+                (u128::from(halves.high) << 64) | u128::from(halves.low),
+                digest.0
+            );
+        }
+        assert_ne!(
+            DigestHalves::from(KeyDigest(1)),
+            DigestHalves::from(KeyDigest(1 | (1 << 64)))
+        );
+    }
 
     #[test]
     fn value_paths_stay_inside_the_root_whatever_the_key() {
