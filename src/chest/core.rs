@@ -37,7 +37,7 @@ use crate::disk::{
 use crate::error::{Error, Result};
 use crate::hash::Map;
 use crate::memo::once::{Claim, InFlight};
-use crate::memory::{Held, MemoryTier, Policy, Slot, Stored, Victim, shared_weak};
+use crate::memory::{Held, MemoryTier, Policy, ReadFrom, Slot, Stored, Victim, shared_weak};
 use crate::stats::Stats;
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crate::sync::{Arc, Condvar, Mutex, RandomState, RwLock, thread};
@@ -717,8 +717,8 @@ where
             self.refresh()?;
         }
         for _ in 0..READ_ATTEMPTS {
-            // The version of the slot the value is read for (0: the key has no slot).
-            let version = {
+            // What the value is read for: the key's slot or its stored copy.
+            let from = {
                 let mut shard = self.shards[home].lock();
                 match shard.get(key).map(|slot| &slot.held) {
                     Some(Held::Memory { value, .. }) => {
@@ -731,20 +731,19 @@ where
                         bump(&self.counters.memory_hits, 1);
                         return Ok(Some(value.clone()));
                     }
-                    Some(Held::Disk { weak }) => match weak.upgrade() {
-                        Some(value) => {
+                    Some(Held::Disk { weak }) => {
+                        if let Some(value) = weak.upgrade() {
                             bump(&self.counters.shared_hits, 1);
                             return Ok(Some(value));
                         }
-                        None => {
-                            // Nobody holds it any more: the key is on disk only again.
-                            shard.drop_dead_weak(key);
-                            shard.get(key).map_or(0, |slot| slot.version)
-                        }
-                    },
-                    Some(Held::Removed) => return Ok(None),
-                    None if shard.stored_at(key).is_none() => return Ok(None),
-                    None => 0,
+                        // Nobody holds it any more: the key is on disk only again.
+                        shard.drop_dead_weak(key);
+                    }
+                    Some(Held::Removed) | None => {}
+                }
+                match shard.read_from(key) {
+                    Some(from) => from,
+                    None => return Ok(None),
                 }
             };
             let key_bytes = self.encode_key(key)?;
@@ -762,12 +761,13 @@ where
             let kept = weight <= self.budget
                 && !self.failing.load(Ordering::Acquire)
                 && self.try_reserve(weight);
+            let (from, fresh) = (from.read(loc.seq), self.next_version());
             let mut shard = self.shards[home].lock();
-            if !(kept && shard.promote(key, version, loc.seq, value.clone(), weight)) {
+            if !(kept && shard.promote(key, from, fresh, value.clone(), weight)) {
                 if kept {
                     self.release(weight);
                 }
-                shard.share(key, version, loc.seq, &value);
+                shard.share(key, from, fresh, &value);
             }
             return Ok(Some(value));
         }
@@ -794,28 +794,19 @@ where
         self.take_deferred()?;
         let key_bytes = self.encode_key(key)?;
         let home = self.shard_of(key);
-        // A copy made without the lock, for the state it was made from: the slot's version,
-        // or the write of a key without a slot.
-        let mut copy: Option<((u64, Option<u64>), V)> = None;
+        // A copy made without the lock, and what it was made from.
+        let mut copy: Option<(ReadFrom, V)> = None;
         loop {
             let mut shard = self.shards[home].lock();
-            let (state, unique) = match shard.get(key) {
-                Some(Slot {
-                    held: Held::Removed,
-                    ..
-                }) => return Ok(false),
-                Some(slot) => (
-                    (slot.version, None),
-                    matches!(&slot.held, Held::Memory { value, .. } if Arc::strong_count(value) == 1),
-                ),
-                None => match shard.stored_at(key) {
-                    Some(loc) => ((0, Some(loc.seq)), false),
-                    None => return Ok(false),
-                },
+            let Some(from) = shard.read_from(key) else {
+                return Ok(false);
             };
-            let version = state.0;
+            let unique = matches!(
+                shard.get(key).map(|slot| &slot.held),
+                Some(Held::Memory { value, .. }) if Arc::strong_count(value) == 1
+            );
             let (mut private, taken) = match copy.take() {
-                Some((s, private)) if s == state => (private, None),
+                Some((made_from, private)) if made_from == from => (private, None),
                 _ if unique => {
                     let Some(old) = shard.remove(key) else {
                         return Ok(false);
@@ -825,7 +816,7 @@ where
                     };
                     self.release(weight);
                     match Arc::try_unwrap(value) {
-                        Ok(owned) => (owned, Some((old.stored, weight))),
+                        Ok(owned) => (owned, Some((old.stored, weight, old.version))),
                         Err(_) => unreachable!("checked to be unique under the lock"),
                     }
                 }
@@ -833,14 +824,11 @@ where
                     let live = shard.get(key).and_then(Slot::live_value);
                     drop(shard);
                     copy = Some(match live {
-                        Some(value) => (state, self.clone_via_codec(&key_bytes, &value)?),
+                        Some(value) => (from, self.clone_via_codec(&key_bytes, &value)?),
+                        // Read from the stored copy: valid while the key's state is unchanged
+                        // (with no slot, while its stored copy is the write read).
                         None => match self.load_current(key, &key_bytes)? {
-                            // Read from the stored copy: valid while the key's state is
-                            // unchanged (with no slot, while it names the write read).
-                            Some((value, read)) if state.1.is_some() => {
-                                ((0, Some(read.seq)), value)
-                            }
-                            Some((value, _)) => (state, value),
+                            Some((value, read)) => (from.read(read.seq), value),
                             None => continue,
                         },
                     });
@@ -861,7 +849,7 @@ where
             let weight = match weighed {
                 Ok(weight) => weight,
                 Err(failure) => {
-                    if let Some((stored, weight)) = taken {
+                    if let Some((stored, weight, version)) = taken {
                         self.put_back(&mut shard, key, private, weight, stored, version);
                     }
                     match failure {
@@ -871,7 +859,7 @@ where
                 }
             };
             let stored = match taken {
-                Some((Stored::Nothing, _)) if shard.stored_at(key).is_none() => Stored::Nothing,
+                Some((Stored::Nothing, ..)) if shard.stored_at(key).is_none() => Stored::Nothing,
                 Some(_) => Stored::Stale,
                 None => shard.stored_after_replace(key),
             };

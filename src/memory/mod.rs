@@ -32,6 +32,27 @@ pub(crate) use entry::{Held, Slot, Stored, shared_weak};
 use order::EvictionOrder;
 pub use order::Policy;
 
+/// What a value read from disk without the shard lock was read for, so that under the lock
+/// it can be told whether the value is still the key's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadFrom {
+    /// The key's slot, at this version.
+    Slot(u64),
+    /// The key's stored copy, the write with this sequence number (the key had no slot).
+    Stored(u64),
+}
+
+impl ReadFrom {
+    /// The same source, once the write `seq` was read (the stored copy may have moved on to a
+    /// newer write between the look and the read).
+    pub(crate) fn read(self, seq: u64) -> Self {
+        match self {
+            ReadFrom::Stored(_) => ReadFrom::Stored(seq),
+            slot => slot,
+        }
+    }
+}
+
 /// What [`MemoryTier::take_victim`] did with a victim.
 pub(crate) enum Victim<K, V> {
     /// Its disk copy was current: it left memory at once.
@@ -463,53 +484,73 @@ impl<K: Hash + Eq + Clone, V> MemoryTier<K, V> {
         }
     }
 
-    /// True when a value read from disk (the write `seq`) is still `key`'s value: its slot
-    /// still has `version` on disk only, or (`version` 0) the key still has no slot and its
-    /// stored copy is still that write.
-    fn still_on_disk(&self, key: &K, version: u64, seq: u64) -> bool {
+    /// What a read of `key` without the lock starts from: its slot's version, or (no slot)
+    /// its stored copy's write; `None` when the key has no entry.
+    pub(crate) fn read_from(&self, key: &K) -> Option<ReadFrom> {
         match self.slots.get(key) {
-            Some(slot) => slot.version == version && matches!(slot.held, Held::Disk { .. }),
-            None => version == 0 && self.stored_at(key).is_some_and(|l| l.seq == seq),
+            Some(Slot {
+                held: Held::Removed,
+                ..
+            }) => None,
+            Some(slot) => Some(ReadFrom::Slot(slot.version)),
+            None => self.stored_at(key).map(|loc| ReadFrom::Stored(loc.seq)),
         }
     }
 
-    /// Holds a value read back from disk (the write `seq`) in memory when it is still the
-    /// key's value (see `still_on_disk`); false (nothing changed) otherwise.
+    /// True when a value read from disk is still `key`'s value: its slot still has the
+    /// version it had, on disk only, or the key still has no slot and its stored copy is
+    /// still the write read.
+    fn still_on_disk(&self, key: &K, from: ReadFrom) -> bool {
+        match (self.slots.get(key), from) {
+            (Some(slot), ReadFrom::Slot(version)) => {
+                slot.version == version && matches!(slot.held, Held::Disk { .. })
+            }
+            (None, ReadFrom::Stored(seq)) => self.stored_at(key).is_some_and(|l| l.seq == seq),
+            _ => false,
+        }
+    }
+
+    /// Holds a value read back from disk in memory when it is still the key's value (see
+    /// `still_on_disk`); a key without a slot gets one of version `fresh`. False (nothing
+    /// changed) otherwise.
     pub(crate) fn promote(
         &mut self,
         key: &K,
-        version: u64,
-        seq: u64,
+        from: ReadFrom,
+        fresh: u64,
         value: Arc<V>,
         weight: u64,
     ) -> bool {
-        self.hold_read(key, version, seq, Held::Memory { value, weight })
+        self.hold_read(key, from, fresh, Held::Memory { value, weight })
     }
 
-    /// Keeps a weak reference to a value read back from disk (the write `seq`) but not held
-    /// in memory, when it is still the key's value.
-    pub(crate) fn share(&mut self, key: &K, version: u64, seq: u64, value: &Arc<V>) {
+    /// Keeps a weak reference to a value read back from disk but not held in memory, when it
+    /// is still the key's value (a key without a slot gets one of version `fresh`).
+    pub(crate) fn share(&mut self, key: &K, from: ReadFrom, fresh: u64, value: &Arc<V>) {
         let weak = Arc::downgrade(value);
-        self.hold_read(key, version, seq, Held::Disk { weak });
+        self.hold_read(key, from, fresh, Held::Disk { weak });
     }
 
     /// Sets what `key`'s slot holds of a value read back from disk, when it is still the key's
-    /// value: a key without a slot gets one (version 0, current on disk).
-    fn hold_read(&mut self, key: &K, version: u64, seq: u64, held: Held<V>) -> bool {
-        if !self.still_on_disk(key, version, seq) {
+    /// value: a key without a slot gets one (version `fresh`, current on disk).
+    fn hold_read(&mut self, key: &K, from: ReadFrom, fresh: u64, held: Held<V>) -> bool {
+        if !self.still_on_disk(key, from) {
             return false;
         }
-        if version == 0 {
-            self.put(
-                key.clone(),
-                Slot {
-                    held,
-                    stored: Stored::Current,
-                    version: 0,
-                },
-            );
-        } else {
-            self.update(key, |slot| slot.held = held);
+        match from {
+            ReadFrom::Stored(_) => {
+                self.put(
+                    key.clone(),
+                    Slot {
+                        held,
+                        stored: Stored::Current,
+                        version: fresh,
+                    },
+                );
+            }
+            ReadFrom::Slot(_) => {
+                self.update(key, |slot| slot.held = held);
+            }
         }
         true
     }
@@ -644,10 +685,12 @@ mod tests {
         assert_eq!(m.write_done(&"a", 3, true), 0);
         assert_eq!(m.get(&"a").unwrap().version, 9);
         assert_eq!(m.memory_bytes(), 7);
-        // Promotion only of the write read (a key without a slot is version 0).
-        assert!(!m.promote(&"b", 0, 39, Arc::new(2), 20));
-        assert!(!m.promote(&"b", 2, 40, Arc::new(2), 20));
-        assert!(m.promote(&"b", 0, 40, Arc::new(2), 20));
+        // Promotion only of the write read.
+        assert_eq!(m.read_from(&"b"), Some(ReadFrom::Stored(40)));
+        assert!(!m.promote(&"b", ReadFrom::Stored(39), 10, Arc::new(2), 20));
+        assert!(!m.promote(&"b", ReadFrom::Slot(2), 10, Arc::new(2), 20));
+        assert!(m.promote(&"b", ReadFrom::Stored(40), 10, Arc::new(2), 20));
+        assert_eq!(m.get(&"b").unwrap().version, 10);
         assert_eq!((m.memory_bytes(), m.in_memory(), m.on_disk()), (27, 2, 1));
         // A clean victim leaves without a write.
         let mut seen_clean = false;
@@ -684,6 +727,24 @@ mod tests {
             raw_len: 1,
             stored_len: 1,
         }
+    }
+
+    #[test]
+    fn a_read_of_an_older_write_is_not_held_once_another_read_gave_the_key_a_slot() {
+        let mut m: MemoryTier<&str, u32> = MemoryTier::new(Policy::Lru);
+        m.set_stored(&"k", Some(loc(1)));
+        // One reader starts from the stored copy of write 1...
+        let first = m.read_from(&"k").unwrap();
+        // ...meanwhile the key gets write 2, and a second read of it keeps a weak reference.
+        m.set_stored(&"k", Some(loc(2)));
+        let second = m.read_from(&"k").unwrap();
+        let held = Arc::new(2);
+        m.share(&"k", second.read(2), 7, &held);
+        assert_eq!(m.read_from(&"k"), Some(ReadFrom::Slot(7)));
+        // The first reader's value (write 1) must not become the key's value in memory.
+        assert!(!m.promote(&"k", first.read(1), 8, Arc::new(1), 4));
+        assert!(matches!(m.get(&"k").unwrap().held, Held::Disk { .. }));
+        m.check_tally();
     }
 
     #[test]
@@ -784,13 +845,13 @@ mod tests {
                         m.removal_done(&key, v);
                     }
                     _ => {
-                        let v = m.get(&key).map_or(0, |s| s.version);
-                        let seq = m.stored_at(&key).map_or(0, |l| l.seq);
-                        if (x >> 20).is_multiple_of(2) {
-                            m.promote(&key, v, seq, Arc::new(1), x % 30 + 1);
-                        } else {
-                            m.share(&key, v, seq, &Arc::new(1));
-                            m.drop_dead_weak(&key);
+                        if let Some(from) = m.read_from(&key) {
+                            if (x >> 20).is_multiple_of(2) {
+                                m.promote(&key, from, version, Arc::new(1), x % 30 + 1);
+                            } else {
+                                m.share(&key, from, version, &Arc::new(1));
+                                m.drop_dead_weak(&key);
+                            }
                         }
                     }
                 },
