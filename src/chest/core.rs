@@ -165,14 +165,18 @@ where
             }
             Ok(parts)
         };
-        // One shard's table from its lists of entries.
-        let fill = |lists: [Vec<(K, DiskLoc)>; 2]| -> Map<K, PackedLoc> {
-            let len = lists.iter().map(Vec::len).sum();
-            let mut stored = Map::with_capacity_and_hasher(len, Default::default());
-            for list in lists {
-                stored.extend(list.into_iter().map(|(key, loc)| (key, loc.into())));
-            }
-            stored
+        // The shards' tables from two decoders' lists of entries, shard by shard.
+        let fill = |first: Vec<Vec<(K, DiskLoc)>>, second: Vec<Vec<(K, DiskLoc)>>| {
+            first
+                .into_iter()
+                .zip(second)
+                .map(|(a, b)| {
+                    let mut stored: Map<K, PackedLoc> =
+                        Map::with_capacity_and_hasher(a.len() + b.len(), Default::default());
+                    stored.extend(a.into_iter().chain(b).map(|(key, loc)| (key, loc.into())));
+                    stored
+                })
+                .collect::<Vec<_>>()
         };
         // Decoding the keys and filling the tables are most of reopening a million keys
         // after the replay: a large chest decodes half of the keys, then fills half of the
@@ -193,33 +197,19 @@ where
         // tables grow.
         drop(found);
         second.resize_with(shard_count, Vec::new);
-        let tables: Vec<Map<K, PackedLoc>> = if parallel {
+        let tables = if parallel {
             let upper = (
                 first.split_off(shard_count / 2),
                 second.split_off(shard_count / 2),
             );
             std::thread::scope(|scope| {
-                let other = scope.spawn(move || {
-                    let (a, b) = upper;
-                    a.into_iter()
-                        .zip(b)
-                        .map(|(a, b)| fill([a, b]))
-                        .collect::<Vec<_>>()
-                });
-                let mut tables: Vec<_> = first
-                    .into_iter()
-                    .zip(second)
-                    .map(|(a, b)| fill([a, b]))
-                    .collect();
+                let other = scope.spawn(move || fill(upper.0, upper.1));
+                let mut tables = fill(first, second);
                 tables.extend(other.join().expect("filling a table does not panic"));
                 tables
             })
         } else {
-            first
-                .into_iter()
-                .zip(second)
-                .map(|(a, b)| fill([a, b]))
-                .collect()
+            fill(first, second)
         };
         let shards = tables
             .into_iter()
@@ -234,7 +224,7 @@ where
                 handles: HashMap::new(),
                 generation: u64::MAX,
             }),
-            reader: disk.reader(),
+            reader,
             mode: disk.mode(),
             root: disk.root().to_path_buf(),
             engine: Mutex::new(Engine {
@@ -584,7 +574,7 @@ where
         let mut engine = self.engine.lock();
         self.drain_locked(&mut engine);
         self.take_deferred()?;
-        let previous = self.shards[self.shard_of(&key)].lock().stored_at(&key);
+        let previous = self.stored_at(&key);
         let written = self.encode_into(&mut engine.scratch, key_bytes, &value);
         let Engine { disk, scratch } = &mut *engine;
         let loc = written.and_then(|()| {

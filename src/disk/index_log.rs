@@ -579,12 +579,6 @@ impl Replay {
     }
 }
 
-/// The entries of a replay: a table from each key's digest to its entry in a flat list. The
-/// table, which every put reaches at random, holds 24 bytes a key (the digest in two halves,
-/// see [`DigestHalves`](crate::disk::layout::DigestHalves), and a position) instead of the
-/// whole entry's, and the entries (48 bytes each: the key's place in the index bytes, the value's place
-/// packed, the record number) are written and read in order. A removed key's entry stays in the list,
-/// marked [`REMOVED`](Self::REMOVED).
 /// One entry of a replay's list: the key's place in the index bytes, the value's place, and
 /// the number of the record that put it there.
 pub(crate) type ListEntry = (KeyAt, PackedLoc, u64);
@@ -597,6 +591,12 @@ fn unpack(entry: &ListEntry) -> (KeyAt, DiskLoc, u64) {
     (entry.0, DiskLoc::from(&entry.1), entry.2)
 }
 
+/// The entries of a replay: a table from each key's digest to its entry in a flat list. The
+/// table, which every put reaches at random, holds 24 bytes a key (the digest in two halves,
+/// see [`DigestHalves`](crate::disk::layout::DigestHalves), and a position), and the entries
+/// (48 bytes each: the key's place in the index bytes, the value's place packed, the record
+/// number) are written and read in order. A removed key's entry stays in the list, marked
+/// [`REMOVED`](Self::REMOVED).
 #[derive(Debug, Default)]
 pub(crate) struct Entries {
     index: DigestHalvesMap<usize>,

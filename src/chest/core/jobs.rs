@@ -262,12 +262,7 @@ where
                     self.finish_put(key, stored, *version, *weight, *evicted, outcomes[i]);
                 }
                 Job::Remove { key, version, .. } => {
-                    let stored = latest.remove(key);
-                    let mut shard = self.shards[self.shard_of(key)].lock();
-                    if let Some(loc) = stored {
-                        shard.set_stored(key, loc);
-                    }
-                    shard.removal_done(key, *version);
+                    self.finish_remove(key, latest.remove(key), *version);
                 }
             }
         }
@@ -316,6 +311,16 @@ where
         }
     }
 
+    /// A removal of `key` (its tombstone `version`) took effect: records `stored` (when given)
+    /// as what the disk now holds for the key, and drops the tombstone.
+    fn finish_remove(&self, key: &K, stored: Option<Option<DiskLoc>>, version: u64) {
+        let mut shard = self.shards[self.shard_of(key)].lock();
+        if let Some(loc) = stored {
+            shard.set_stored(key, loc);
+        }
+        shard.removal_done(key, version);
+    }
+
     /// A batch failed as a whole: evicted values go back to memory, removed entries come back
     /// (unless their value file is already gone, which is the removal taking effect). True
     /// when some job did not take effect.
@@ -344,9 +349,7 @@ where
                         && let Ok(key_bytes) = self.encode_key(key)
                         && !engine.disk.path_of(&key_bytes, &loc).exists()
                     {
-                        let mut shard = self.shards[self.shard_of(key)].lock();
-                        shard.set_stored(key, None);
-                        shard.removal_done(key, *version);
+                        self.finish_remove(key, Some(None), *version);
                         continue;
                     }
                     undone = true;
