@@ -18,23 +18,29 @@ pub trait Codec: Send + Sync + 'static {
 
     /// Appends the encoding of `value` to `out`.
     ///
+    /// Values are `'static` so that a codec may serve common types by a faster path of its own
+    /// (as [`Bincode`] does for vectors of bytes and floats), provided the bytes are the same.
+    ///
     /// # Errors
     /// Whatever the value's `Serialize` or the format rejects.
-    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>)
-    -> Result<(), CodecError>;
+    fn encode<T: Serialize + 'static>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError>;
 
     /// Decodes a value from exactly `bytes`.
     ///
     /// # Errors
     /// Bytes that are not a valid encoding of `T`, or that have bytes left over.
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
+    fn decode<T: DeserializeOwned + 'static>(&self, bytes: &[u8]) -> Result<T, CodecError>;
 
     /// The length `encode` would produce. The default encodes into a scratch buffer; codecs
     /// that can count without writing should override it.
     ///
     /// # Errors
     /// As [`encode`](Codec::encode).
-    fn encoded_len<T: Serialize + ?Sized>(&self, value: &T) -> Result<u64, CodecError> {
+    fn encoded_len<T: Serialize + 'static>(&self, value: &T) -> Result<u64, CodecError> {
         let mut buf = Vec::new();
         self.encode(value, &mut buf)?;
         Ok(buf.len() as u64)
@@ -43,6 +49,10 @@ pub trait Codec: Send + Sync + 'static {
 
 /// The default codec: bincode 2 with its standard configuration (variable-length integers),
 /// through serde.
+///
+/// `Vec<u8>`, `Vec<f32>` and `Vec<f64>` take a bulk path of their own (one copy of the elements
+/// instead of one serde call per element) that writes and accepts exactly the bytes serde's
+/// path does, so chests written before and after it are the same.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bincode;
 
@@ -75,35 +85,210 @@ impl bincode::enc::write::Writer for VecAppender<'_> {
 impl Codec for Bincode {
     const NAME: &'static str = "bincode-2-standard";
 
-    fn encode<T: Serialize + ?Sized>(
+    fn encode<T: Serialize + 'static>(
         &self,
         value: &T,
         out: &mut Vec<u8>,
     ) -> Result<(), CodecError> {
-        let start = out.len();
-        let result = bincode::serde::encode_into_writer(
-            value,
-            VecAppender(out),
-            bincode::config::standard(),
-        );
-        if result.is_err() {
-            out.truncate(start);
+        if flat::encode(value, out) {
+            return Ok(());
         }
-        Ok(result?)
+        bincode_encode(value, out)
     }
 
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+    fn decode<T: DeserializeOwned + 'static>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        if let Some(decoded) = flat::decode(bytes) {
+            return decoded;
+        }
         let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
         if used != bytes.len() {
-            return Err(format!("{} bytes left over after the value", bytes.len() - used).into());
+            return Err(left_over(bytes.len() - used));
         }
         Ok(value)
     }
 
-    fn encoded_len<T: Serialize + ?Sized>(&self, value: &T) -> Result<u64, CodecError> {
+    fn encoded_len<T: Serialize + 'static>(&self, value: &T) -> Result<u64, CodecError> {
+        if let Some(len) = flat::encoded_len(value) {
+            return Ok(len);
+        }
         let mut counter = CountingWriter(0);
         bincode::serde::encode_into_writer(value, &mut counter, bincode::config::standard())?;
         Ok(counter.0)
+    }
+}
+
+/// Appends bincode's (standard configuration) encoding of any `Serialize` value to `out`, through
+/// serde: [`Bincode::encode`] without its fast paths, for values that are not `'static`.
+pub(crate) fn bincode_encode<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let start = out.len();
+    let result =
+        bincode::serde::encode_into_writer(value, VecAppender(out), bincode::config::standard());
+    if result.is_err() {
+        out.truncate(start);
+    }
+    Ok(result?)
+}
+
+fn left_over(extra: usize) -> CodecError {
+    format!("{extra} bytes left over after the value").into()
+}
+
+/// Bincode's encoding of `Vec<u8>`, `Vec<f32>` and `Vec<f64>`, written and read in bulk.
+///
+/// Serde hands a sequence to bincode one element at a time, so a 16 KiB `Vec<u8>` costs 16,384
+/// calls each way; these are the values of the workloads (bytes and numeric arrays). Bincode's
+/// standard configuration writes such a vector as its length (a varint, encoded here by bincode
+/// itself) followed by each element's little-endian bytes, so the paths below produce and accept
+/// exactly the same bytes as the serde path (a unit test compares them). The type is recognised
+/// by `TypeId`, so no `unsafe` is needed.
+mod flat {
+    use super::{CodecError, left_over};
+    use std::any::Any;
+
+    /// An element stored as its little-endian bytes by bincode (and so in bulk here).
+    trait Element: Copy + 'static {
+        const SIZE: usize;
+        fn put(self, out: &mut [u8]);
+        fn get(bytes: &[u8]) -> Self;
+
+        /// Appends the elements' bytes to `out`.
+        fn extend(items: &[Self], out: &mut Vec<u8>) {
+            let start = out.len();
+            out.resize(start + items.len() * Self::SIZE, 0);
+            for (slot, item) in out[start..].chunks_exact_mut(Self::SIZE).zip(items) {
+                item.put(slot);
+            }
+        }
+
+        /// The elements whose bytes are exactly `body` (a multiple of `SIZE` long).
+        fn collect(body: &[u8]) -> Vec<Self> {
+            body.chunks_exact(Self::SIZE).map(Self::get).collect()
+        }
+    }
+
+    /// Bytes are copied as they are: one `memcpy` each way.
+    impl Element for u8 {
+        const SIZE: usize = 1;
+        fn put(self, out: &mut [u8]) {
+            out[0] = self;
+        }
+        fn get(bytes: &[u8]) -> Self {
+            bytes[0]
+        }
+        fn extend(items: &[u8], out: &mut Vec<u8>) {
+            out.extend_from_slice(items);
+        }
+        fn collect(body: &[u8]) -> Vec<u8> {
+            body.to_vec()
+        }
+    }
+
+    macro_rules! element {
+        ($t:ty) => {
+            impl Element for $t {
+                const SIZE: usize = std::mem::size_of::<$t>();
+                #[inline]
+                fn put(self, out: &mut [u8]) {
+                    out.copy_from_slice(&self.to_le_bytes());
+                }
+                #[inline]
+                fn get(bytes: &[u8]) -> Self {
+                    let mut raw = [0u8; std::mem::size_of::<$t>()];
+                    raw.copy_from_slice(bytes);
+                    <$t>::from_le_bytes(raw)
+                }
+            }
+        };
+    }
+    element!(f32);
+    element!(f64);
+
+    /// Calls `$f::<E>` with the element type of `$value`'s `Vec<E>`, if it is one of ours.
+    macro_rules! with_element {
+        ($ty:ty, $f:ident ( $($arg:expr),* )) => {{
+            use std::any::TypeId;
+            let id = TypeId::of::<$ty>();
+            if id == TypeId::of::<Vec<u8>>() {
+                Some($f::<u8, $ty>($($arg),*))
+            } else if id == TypeId::of::<Vec<f64>>() {
+                Some($f::<f64, $ty>($($arg),*))
+            } else if id == TypeId::of::<Vec<f32>>() {
+                Some($f::<f32, $ty>($($arg),*))
+            } else {
+                None
+            }
+        }};
+    }
+
+    /// Appends `value`'s encoding and returns true if it is a vector this module handles.
+    pub(super) fn encode<T: 'static>(value: &T, out: &mut Vec<u8>) -> bool {
+        with_element!(T, encode_vec(value, out)).is_some()
+    }
+
+    /// The encoded length of `value` if it is a vector this module handles.
+    pub(super) fn encoded_len<T: 'static>(value: &T) -> Option<u64> {
+        with_element!(T, vec_len(value))
+    }
+
+    /// Decodes `bytes` if `T` is a vector this module handles.
+    pub(super) fn decode<T: 'static>(bytes: &[u8]) -> Option<Result<T, CodecError>> {
+        with_element!(T, decode_vec(bytes))
+    }
+
+    fn as_vec<E: Element, T: 'static>(value: &T) -> &Vec<E> {
+        (value as &dyn Any)
+            .downcast_ref()
+            .expect("with_element! matched the type")
+    }
+
+    /// bincode's varint of a length: the same bytes as the serde path writes.
+    fn length_prefix(len: usize) -> ([u8; 9], usize) {
+        let mut buf = [0u8; 9];
+        let n = bincode::encode_into_slice(len as u64, &mut buf, bincode::config::standard())
+            .expect("a u64 varint takes at most 9 bytes");
+        (buf, n)
+    }
+
+    fn encode_vec<E: Element, T: 'static>(value: &T, out: &mut Vec<u8>) {
+        let items: &Vec<E> = as_vec(value);
+        let (prefix, n) = length_prefix(items.len());
+        out.reserve(n + items.len() * E::SIZE);
+        out.extend_from_slice(&prefix[..n]);
+        E::extend(items, out);
+    }
+
+    fn vec_len<E: Element, T: 'static>(value: &T) -> u64 {
+        let items: &Vec<E> = as_vec(value);
+        (length_prefix(items.len()).1 + items.len() * E::SIZE) as u64
+    }
+
+    fn decode_vec<E: Element, T: 'static>(bytes: &[u8]) -> Result<T, CodecError> {
+        let (len, used): (u64, usize) =
+            bincode::decode_from_slice(bytes, bincode::config::standard())?;
+        let body = &bytes[used..];
+        let needed = usize::try_from(len)
+            .ok()
+            .and_then(|len| len.checked_mul(E::SIZE))
+            .filter(|&needed| needed <= body.len())
+            .ok_or_else(|| {
+                format!(
+                    "a vector of {len} elements of {} bytes does not fit in the {} bytes left",
+                    E::SIZE,
+                    body.len()
+                )
+            })?;
+        if needed != body.len() {
+            return Err(left_over(body.len() - needed));
+        }
+        let items = E::collect(body);
+        let mut slot = Some(items);
+        Ok((&mut slot as &mut dyn Any)
+            .downcast_mut::<Option<T>>()
+            .and_then(Option::take)
+            .expect("with_element! matched the type"))
     }
 }
 
@@ -175,6 +360,79 @@ mod tests {
         assert_eq!(Bincode.encoded_len(&value).unwrap(), (buf.len() - 1) as u64);
         let back: (String, Vec<f64>, u64) = Bincode.decode(&buf[1..]).unwrap();
         assert_eq!(back, value);
+    }
+
+    /// The serde path's bytes, the reference the fast paths must match.
+    fn via_serde<T: Serialize>(value: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        bincode_encode(value, &mut out).unwrap();
+        out
+    }
+
+    fn via_serde_decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+        match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
+            Ok((value, used)) if used == bytes.len() => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Encodes with the fast path, checks it against serde byte for byte and the counted length,
+    /// decodes it back both ways, and checks that a byte short or a byte over is refused by both.
+    fn check_flat<T>(value: T)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug + 'static,
+    {
+        let mut fast = vec![7u8];
+        Bincode.encode(&value, &mut fast).unwrap();
+        let fast = &fast[1..];
+        assert_eq!(fast, via_serde(&value).as_slice());
+        assert_eq!(Bincode.encoded_len(&value).unwrap(), fast.len() as u64);
+        assert_eq!(Bincode.decode::<T>(fast).unwrap(), value);
+        assert_eq!(via_serde_decode::<T>(fast).unwrap(), value);
+        let short = &fast[..fast.len() - 1];
+        assert!(Bincode.decode::<T>(short).is_err());
+        assert!(via_serde_decode::<T>(short).is_none());
+        let mut long = fast.to_vec();
+        long.push(0);
+        assert!(Bincode.decode::<T>(&long).is_err());
+        assert!(via_serde_decode::<T>(&long).is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn byte_and_float_vectors_take_the_fast_path_with_serdes_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            doubles in proptest::collection::vec(proptest::num::f64::ANY, 0..300),
+            floats in proptest::collection::vec(proptest::num::f32::NORMAL, 0..300),
+        ) {
+            check_flat(bytes);
+            // NaN != NaN: compare floats by their bits after the round trip.
+            let bits: Vec<u64> = doubles.iter().map(|d| d.to_bits()).collect();
+            let mut out = Vec::new();
+            Bincode.encode(&doubles, &mut out).unwrap();
+            proptest::prop_assert_eq!(&out, &via_serde(&doubles));
+            let back: Vec<f64> = Bincode.decode(&out).unwrap();
+            proptest::prop_assert_eq!(back.iter().map(|d| d.to_bits()).collect::<Vec<_>>(), bits);
+            check_flat(floats);
+        }
+    }
+
+    #[test]
+    fn lengths_at_the_varint_boundaries_match_serde() {
+        for len in [0usize, 1, 250, 251, 252, 65_535, 65_536, 70_000] {
+            check_flat(vec![0xA5u8; len]);
+            check_flat(vec![1.25f64; len / 8]);
+        }
+    }
+
+    #[test]
+    fn a_length_beyond_the_bytes_is_refused_before_allocating() {
+        // Varint 253 then u64::MAX: a vector of 2^64 - 1 elements in 0 bytes.
+        let mut bytes = vec![253u8];
+        bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Bincode.decode::<Vec<u8>>(&bytes).is_err());
+        assert!(Bincode.decode::<Vec<f64>>(&bytes).is_err());
+        assert!(Bincode.decode::<Vec<u8>>(&[]).is_err());
     }
 
     #[test]

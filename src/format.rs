@@ -214,3 +214,48 @@ pub fn check_index_follow(bytes: &[u8], cut: usize) -> Result<bool, String> {
     }
     Ok(true)
 }
+
+/// Decodes `bytes` as a `Vec<u8>`, a `Vec<f32>` and a `Vec<f64>` with [`Bincode`]'s bulk path
+/// and with serde's, and checks that the two agree: both refuse, or both give the same
+/// elements (floats compared by their bits). Returns how many of the three types accepted the
+/// bytes.
+///
+/// [`Bincode`]: crate::Bincode
+///
+/// # Errors
+/// A sentence naming the type on which the paths disagreed.
+pub fn check_value_codec(bytes: &[u8]) -> Result<usize, String> {
+    use crate::Codec;
+    fn agree<T, B>(bytes: &[u8], bits: impl Fn(&T) -> Vec<B>) -> Result<bool, String>
+    where
+        T: serde::de::DeserializeOwned + 'static,
+        B: PartialEq,
+    {
+        let bulk = crate::Bincode.decode::<T>(bytes).ok();
+        let serde =
+            match bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard()) {
+                Ok((value, used)) if used == bytes.len() => Some(value),
+                _ => None,
+            };
+        match (bulk, serde) {
+            (None, None) => Ok(false),
+            (Some(a), Some(b)) if bits(&a) == bits(&b) => Ok(true),
+            (a, b) => Err(format!(
+                "{}: the bulk path {} and serde's {}",
+                std::any::type_name::<T>(),
+                if a.is_some() { "decodes" } else { "refuses" },
+                if b.is_some() {
+                    "decodes (differently)"
+                } else {
+                    "refuses"
+                },
+            )),
+        }
+    }
+    let accepted = [
+        agree::<Vec<u8>, u8>(bytes, Clone::clone)?,
+        agree::<Vec<f32>, u32>(bytes, |v| v.iter().map(|x| x.to_bits()).collect())?,
+        agree::<Vec<f64>, u64>(bytes, |v| v.iter().map(|x| x.to_bits()).collect())?,
+    ];
+    Ok(accepted.into_iter().filter(|&a| a).count())
+}

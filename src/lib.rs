@@ -152,7 +152,8 @@
 //!      │    EvictionOrder    memory/order.rs   per shard: S3Fifo (default; small and main FIFO
 //!      │                                       queues, ghosts) or a priority queue (Lru: coldest
 //!      │                                       first; Largest); priorities compare across shards
-//!      ├─ Codec (Bincode)    codec.rs          values and keys to bytes; Compression (lz4)
+//!      ├─ Codec (Bincode)    codec.rs          values and keys to bytes (byte and float
+//!      │                                       vectors in bulk); Compression (lz4)
 //!      └─ DiskTier           disk/mod.rs       bytes only: keys are encoded bytes, values are
 //!           │                                  payloads; open = replay index + scan + reconcile
 //!           ├─ LockFile      disk/lock.rs      std File::try_lock on `lock` (the writer only)

@@ -708,7 +708,7 @@ struct FixedWidth;
 impl spillchest::Codec for FixedWidth {
     const NAME: &'static str = "test-bincode-fixed-width";
 
-    fn encode<T: Serialize + ?Sized>(
+    fn encode<T: Serialize + 'static>(
         &self,
         value: &T,
         out: &mut Vec<u8>,
@@ -718,7 +718,7 @@ impl spillchest::Codec for FixedWidth {
         Ok(())
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
+    fn decode<T: serde::de::DeserializeOwned + 'static>(
         &self,
         bytes: &[u8],
     ) -> Result<T, spillchest::CodecError> {

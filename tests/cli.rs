@@ -49,7 +49,7 @@ fn json(run: &Run) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:#?}"))
 }
 
-fn encoded<T: serde::Serialize>(key: &T) -> Vec<u8> {
+fn encoded<T: serde::Serialize + 'static>(key: &T) -> Vec<u8> {
     let mut out = Vec::new();
     Bincode.encode(key, &mut out).unwrap();
     out

@@ -9,7 +9,8 @@ use spillchest::Chest;
 #[path = "../fuzz/differential_driver.rs"]
 mod differential;
 use spillchest::format::{
-    check_index_follow, check_index_log, check_meta, check_segment, check_value_file,
+    check_index_follow, check_index_log, check_meta, check_segment, check_value_codec,
+    check_value_file,
 };
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -189,4 +190,17 @@ fn regenerate_seed_corpus() {
             .unwrap();
         }
     }
+}
+
+#[test]
+fn value_codec_corpus_agrees_with_serde() {
+    let mut valid = 0;
+    for (name, bytes) in corpus("value_codec") {
+        match check_value_codec(&bytes) {
+            Ok(0) => assert!(!name.contains("seed-valid"), "{name} should decode"),
+            Ok(_) => valid += 1,
+            Err(why) => panic!("{name}: {why}"),
+        }
+    }
+    assert!(valid > 0);
 }

@@ -146,7 +146,7 @@ fn read_keys<V>(
 }
 
 /// The encoded size of value 0 (every value of a workload has the same size).
-fn encoded_len<V: serde::Serialize>(values: &dyn ValueGen<V>) -> BenchResult<u64> {
+fn encoded_len<V: serde::Serialize + 'static>(values: &dyn ValueGen<V>) -> BenchResult<u64> {
     Ok(encode(&values.make(0))?.len() as u64)
 }
 

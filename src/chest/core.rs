@@ -131,8 +131,8 @@ const READ_ATTEMPTS: usize = 3;
 
 impl<K, V, C> Core<K, V, C>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + 'static,
+    V: Serialize + DeserializeOwned + 'static,
     C: Codec,
 {
     /// Builds the core from an opened disk tier and the entries it found.

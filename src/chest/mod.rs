@@ -33,8 +33,8 @@ use crate::sync::{Arc, thread};
 /// See the [crate documentation](crate) for the guarantees and the design.
 pub struct Chest<K, V, C = Bincode>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + 'static,
+    V: Serialize + DeserializeOwned + 'static,
     C: Codec,
 {
     core: Arc<Core<K, V, C>>,
@@ -282,8 +282,8 @@ where
 
 impl<K, V, C> Drop for Chest<K, V, C>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + 'static,
+    V: Serialize + DeserializeOwned + 'static,
     C: Codec,
 {
     /// A persistent chest flushes on drop, best effort: use [`Chest::close`] to see errors.
@@ -300,8 +300,8 @@ where
 
 impl<K, V, C> std::fmt::Debug for Chest<K, V, C>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + 'static,
+    V: Serialize + DeserializeOwned + 'static,
     C: Codec,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -16,7 +16,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::Chest;
-use crate::codec::{Bincode, Codec};
 use crate::error::{Error, Result};
 use once::{Claim, InFlight};
 pub use par_map::{MapError, MapFailure, MapStream, Progress};
@@ -37,7 +36,7 @@ pub struct MemoKey {
 /// Cheap to clone: clones share the chest and the table of computations in flight.
 pub struct Memo<R>
 where
-    R: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + 'static,
 {
     chest: Arc<Chest<MemoKey, R>>,
     name: String,
@@ -48,7 +47,7 @@ where
 
 impl<R> Clone for Memo<R>
 where
-    R: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + 'static,
 {
     fn clone(&self) -> Self {
         Memo {
@@ -95,12 +94,10 @@ where
     /// [`Error::Encode`] when the arguments cannot be encoded.
     pub fn key<A: Serialize + ?Sized>(&self, args: &A) -> Result<MemoKey> {
         let mut encoded = Vec::new();
-        Bincode
-            .encode(args, &mut encoded)
-            .map_err(|source| Error::Encode {
-                what: format!("arguments of memo {:?}", self.name),
-                source,
-            })?;
+        crate::codec::bincode_encode(args, &mut encoded).map_err(|source| Error::Encode {
+            what: format!("arguments of memo {:?}", self.name),
+            source,
+        })?;
         Ok(MemoKey {
             name: self.name.clone(),
             version: self.version,

@@ -160,7 +160,7 @@ impl fmt::Display for ShownKey {
 mod tests {
     use super::*;
 
-    fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    fn encode<T: serde::Serialize + 'static>(value: &T) -> Vec<u8> {
         let mut out = Vec::new();
         Bincode.encode(value, &mut out).unwrap();
         out

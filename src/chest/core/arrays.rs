@@ -17,8 +17,8 @@ use crate::memory::Stored;
 
 impl<K, V, C> Core<K, V, C>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + 'static,
+    V: Serialize + DeserializeOwned + 'static,
     C: Codec,
 {
     /// Starts the value file of an array for `key`, under a temporary name of its own.

@@ -23,8 +23,8 @@ use crate::error::{Error, Result};
 
 impl<K, V, C> Core<K, V, C>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + 'static,
+    V: Serialize + DeserializeOwned + 'static,
     C: Codec,
 {
     /// Read-only chests: applies what the writer appended to the index since the last refresh

@@ -92,8 +92,8 @@ enum Outcome {
 
 impl<K, V, C> Core<K, V, C>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone,
-    V: Serialize + DeserializeOwned,
+    K: Serialize + DeserializeOwned + Hash + Eq + Clone + 'static,
+    V: Serialize + DeserializeOwned + 'static,
     C: Codec,
 {
     /// The writer thread's loop: drain until told to stop with nothing left.
