@@ -244,30 +244,71 @@ mod flat {
             .expect("with_element! matched the type")
     }
 
-    /// bincode's varint of a length: the same bytes as the serde path writes.
-    fn length_prefix(len: usize) -> ([u8; 9], usize) {
-        let mut buf = [0u8; 9];
-        let n = bincode::encode_into_slice(len as u64, &mut buf, bincode::config::standard())
-            .expect("a u64 varint takes at most 9 bytes");
-        (buf, n)
+    /// Bincode's varint markers: the byte before a little-endian u16, u32 or u64. A first
+    /// byte below `U16` is the value itself.
+    const U16: u8 = 251;
+    const U32: u8 = 252;
+    const U64: u8 = 253;
+
+    /// Bincode's varint of a length, the bytes the serde path writes (calling bincode for
+    /// these few bytes cost more than copying a 100-byte value).
+    fn put_length(len: usize, out: &mut Vec<u8>) {
+        let len = len as u64;
+        if len < u64::from(U16) {
+            out.push(len as u8);
+        } else if let Ok(len) = u16::try_from(len) {
+            out.push(U16);
+            out.extend_from_slice(&len.to_le_bytes());
+        } else if let Ok(len) = u32::try_from(len) {
+            out.push(U32);
+            out.extend_from_slice(&len.to_le_bytes());
+        } else {
+            out.push(U64);
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+    }
+
+    /// The bytes [`put_length`] writes for `len`.
+    fn length_len(len: usize) -> usize {
+        match len as u64 {
+            len if len < u64::from(U16) => 1,
+            len if len <= u64::from(u16::MAX) => 3,
+            len if len <= u64::from(u32::MAX) => 5,
+            _ => 9,
+        }
+    }
+
+    /// Reads a varint length as bincode does (which takes any width for any value), returning
+    /// it and the bytes it took.
+    fn get_length(bytes: &[u8]) -> Result<(u64, usize), String> {
+        fn wide<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
+            bytes.get(1..=N).map(|b| b.try_into().expect("N bytes"))
+        }
+        let short = || "the vector's length runs past the end".to_string();
+        let first = *bytes.first().ok_or_else(short)?;
+        match first {
+            b if b < U16 => Ok((u64::from(b), 1)),
+            U16 => Ok((u16::from_le_bytes(wide(bytes).ok_or_else(short)?).into(), 3)),
+            U32 => Ok((u32::from_le_bytes(wide(bytes).ok_or_else(short)?).into(), 5)),
+            U64 => Ok((u64::from_le_bytes(wide(bytes).ok_or_else(short)?), 9)),
+            other => Err(format!("{other} does not start a vector's length")),
+        }
     }
 
     fn encode_vec<E: Element, T: 'static>(value: &T, out: &mut Vec<u8>) {
         let items: &Vec<E> = as_vec(value);
-        let (prefix, n) = length_prefix(items.len());
-        out.reserve(n + items.len() * E::SIZE);
-        out.extend_from_slice(&prefix[..n]);
+        out.reserve(length_len(items.len()) + items.len() * E::SIZE);
+        put_length(items.len(), out);
         E::extend(items, out);
     }
 
     fn vec_len<E: Element, T: 'static>(value: &T) -> u64 {
         let items: &Vec<E> = as_vec(value);
-        (length_prefix(items.len()).1 + items.len() * E::SIZE) as u64
+        (length_len(items.len()) + items.len() * E::SIZE) as u64
     }
 
     fn decode_vec<E: Element, T: 'static>(bytes: &[u8]) -> Result<T, CodecError> {
-        let (len, used): (u64, usize) =
-            bincode::decode_from_slice(bytes, bincode::config::standard())?;
+        let (len, used) = get_length(bytes)?;
         let body = &bytes[used..];
         let needed = usize::try_from(len)
             .ok()
@@ -289,6 +330,31 @@ mod flat {
             .downcast_mut::<Option<T>>()
             .and_then(Option::take)
             .expect("with_element! matched the type"))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn lengths_are_bincodes_varints_at_every_width() {
+            let edges = [0u64, 250, 251, 65_535, 65_536, 4_294_967_295, 4_294_967_296, u64::MAX];
+            for len in edges {
+                let Ok(len_usize) = usize::try_from(len) else {
+                    continue;
+                };
+                let mut ours = Vec::new();
+                put_length(len_usize, &mut ours);
+                let theirs = bincode::encode_to_vec(len, bincode::config::standard()).unwrap();
+                assert_eq!(ours, theirs, "{len}");
+                assert_eq!(length_len(len_usize), ours.len(), "{len}");
+                assert_eq!(get_length(&ours).unwrap(), (len, ours.len()), "{len}");
+                assert!(get_length(&ours[..ours.len() - 1]).is_err(), "{len}");
+            }
+            // Bincode reads a value written wider than needed; so do we.
+            assert_eq!(get_length(&[U32, 7, 0, 0, 0]).unwrap(), (7, 5));
+            assert!(get_length(&[254]).is_err());
+        }
     }
 }
 
