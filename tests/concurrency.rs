@@ -156,6 +156,9 @@ fn eight_threads_agree_with_a_model_and_the_budget_holds_throughout() {
             check(key, &v);
         }
     }
+    // The gets above brought values back from disk, evicting others: their writes may still be
+    // in flight until a flush waits for them.
+    chest.flush().unwrap();
     let s = chest.stats();
     assert!(s.spills > 10_000, "the budget forced spills: {s:?}");
     assert!(s.loads > 1_000, "values came back from disk: {s:?}");
