@@ -338,7 +338,16 @@ mod flat {
 
         #[test]
         fn lengths_are_bincodes_varints_at_every_width() {
-            let edges = [0u64, 250, 251, 65_535, 65_536, 4_294_967_295, 4_294_967_296, u64::MAX];
+            let edges = [
+                0u64,
+                250,
+                251,
+                65_535,
+                65_536,
+                4_294_967_295,
+                4_294_967_296,
+                u64::MAX,
+            ];
             for len in edges {
                 let Ok(len_usize) = usize::try_from(len) else {
                     continue;

@@ -26,6 +26,7 @@ use std::hash::{BuildHasher, Hash};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crossbeam::utils::CachePadded;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -100,10 +101,12 @@ pub(crate) struct Core<K: Hash + Eq, V, C> {
     work: Condvar,
     /// Signalled when jobs are done (in-flight bytes fell, errors may be waiting).
     progress: Condvar,
-    /// Bytes of values in memory plus room reserved for values about to enter it.
-    memory_bytes: AtomicU64,
-    /// Bytes of evicted values queued or being written.
-    in_flight: AtomicU64,
+    /// Bytes of values in memory plus room reserved for values about to enter it. Written by
+    /// callers on every insert; on a cache line of its own, so that the writer's updates of
+    /// `in_flight` (and of anything else) do not take the line from them.
+    memory_bytes: CachePadded<AtomicU64>,
+    /// Bytes of evicted values queued or being written; its own cache line, as above.
+    in_flight: CachePadded<AtomicU64>,
     /// The last batch failed: spill synchronously until one succeeds.
     failing: AtomicBool,
     /// The queue holds an error for the next operation.
@@ -122,6 +125,9 @@ pub(crate) struct Core<K: Hash + Eq, V, C> {
     counters: Counters,
     computing: InFlight<K>,
 }
+
+/// Victims [`Core::evict`] takes between releases of the memory they freed.
+const EVICT_CHUNK: usize = 64;
 
 /// Entries from which opening builds its tables on two threads.
 const PARALLEL_OPEN_FROM: usize = 100_000;
@@ -234,8 +240,8 @@ where
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
             progress: Condvar::new(),
-            memory_bytes: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
+            memory_bytes: CachePadded::new(AtomicU64::new(0)),
+            in_flight: CachePadded::new(AtomicU64::new(0)),
             failing: AtomicBool::new(false),
             has_deferred: AtomicBool::new(false),
             policy: options.policy,
@@ -430,6 +436,14 @@ where
 
     /// Takes victims out of memory, chest-wide in policy order, until `need` bytes left it or
     /// nothing more can leave now. Returns the bytes freed and the last job id queued.
+    ///
+    /// The shared counters are not updated once per victim: in-flight room is taken ahead for
+    /// what is still needed (the unused part given back at the end), and freed memory is
+    /// released every [`EVICT_CHUNK`] victims. Each such update takes a cache line the writer
+    /// thread also uses, and cost more than choosing the victim. Both counters only ever
+    /// over-count meanwhile, so the bounds hold. Each job is still queued under its key's
+    /// shard lock, so a slot marked as being written always has its job in the queue (which
+    /// `flush` relies on).
     fn evict(&self, need: u64) -> (u64, u64) {
         let mut tops: Vec<Option<u64>> = self
             .shards
@@ -437,6 +451,9 @@ where
             .map(|s| s.lock().peek_priority())
             .collect();
         let (mut freed, mut last) = (0, 0);
+        // In-flight room taken and not yet used; memory freed and not yet released.
+        let (mut credit, mut unreleased) = (0u64, 0u64);
+        let mut taken = 0;
         while freed < need {
             let Some(best) = (0..tops.len())
                 .filter(|&i| tops[i].is_some())
@@ -449,12 +466,15 @@ where
                 tops[best] = None;
                 continue;
             };
-            if dirty && !self.admit_in_flight(weight) {
-                break;
+            if dirty && credit < weight {
+                match self.take_in_flight(weight - credit, need - freed) {
+                    Some(got) => credit += got,
+                    None => break,
+                }
             }
             match shard.take_victim() {
                 Some(Victim::Clean { weight }) => {
-                    self.release(weight);
+                    unreleased += weight;
                     freed += weight;
                 }
                 Some(Victim::Dirty {
@@ -463,7 +483,12 @@ where
                     weight,
                     version,
                 }) => {
-                    self.release(weight);
+                    if weight > credit {
+                        self.in_flight.fetch_add(weight - credit, Ordering::AcqRel);
+                        credit = weight;
+                    }
+                    credit -= weight;
+                    unreleased += weight;
                     freed += weight;
                     last = self.enqueue(Job::Put {
                         key,
@@ -476,6 +501,15 @@ where
                 None => {}
             }
             tops[best] = shard.peek_priority();
+            drop(shard);
+            taken += 1;
+            if taken % EVICT_CHUNK == 0 {
+                self.release(std::mem::take(&mut unreleased));
+            }
+        }
+        self.release(unreleased);
+        if credit > 0 {
+            self.in_flight.fetch_sub(credit, Ordering::AcqRel);
         }
         if !self.background && last > 0 {
             // Synchronous spilling: the caller writes what it evicted before going on.
@@ -484,24 +518,37 @@ where
         (freed, last)
     }
 
-    /// Counts `weight` more bytes in flight if the allowance has room (or nothing is in
-    /// flight, so one value larger than the allowance can still go).
-    fn admit_in_flight(&self, weight: u64) -> bool {
+    /// Takes in-flight room for evicted values: at least `min` bytes and up to `want`, as far as
+    /// the allowance has room, or `min` alone when nothing is in flight (so that one value
+    /// larger than the allowance can still go). Returns the bytes taken, or `None` when not
+    /// even `min` fits now.
+    fn take_in_flight(&self, min: u64, want: u64) -> Option<u64> {
         let mut current = self.in_flight.load(Ordering::Acquire);
         loop {
-            if current > 0 && current + weight > self.allowance {
-                return false;
-            }
+            let room = self.allowance.saturating_sub(current);
+            let grant = if room >= min {
+                want.max(min).min(room)
+            } else if current == 0 {
+                min
+            } else {
+                return None;
+            };
             match self.in_flight.compare_exchange(
                 current,
-                current + weight,
+                current + grant,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return true,
+                Ok(_) => return Some(grant),
                 Err(now) => current = now,
             }
         }
+    }
+
+    /// Counts `weight` more bytes in flight if the allowance has room (or nothing is in
+    /// flight, so one value larger than the allowance can still go).
+    fn admit_in_flight(&self, weight: u64) -> bool {
+        self.take_in_flight(weight, weight).is_some()
     }
 
     /// Under `Largest`, a value at least as heavy as every value that would have to leave for
@@ -1246,6 +1293,58 @@ mod tests {
             .iter()
             .map(|s| s.lock().iter().count())
             .sum()
+    }
+
+    #[test]
+    fn in_flight_room_is_granted_up_to_the_allowance_and_one_value_may_exceed_it_alone() {
+        use std::sync::atomic::Ordering;
+        let chest: Chest<u32, Vec<u8>> = Chest::builder()
+            .budget(1 << 20)
+            .in_flight_bytes(1000)
+            .open()
+            .unwrap();
+        let core = &chest.core;
+        // Nothing in flight: as much as is wanted, up to the allowance.
+        assert_eq!(core.take_in_flight(100, 600), Some(600));
+        assert_eq!(
+            core.take_in_flight(100, 600),
+            Some(400),
+            "the rest of the allowance"
+        );
+        assert_eq!(core.take_in_flight(1, 1), None, "full");
+        core.in_flight.fetch_sub(1000, Ordering::AcqRel);
+        // A value heavier than the allowance goes alone, and only alone.
+        assert_eq!(core.take_in_flight(5000, 9000), Some(5000));
+        assert_eq!(core.take_in_flight(1, 1), None);
+        core.in_flight.fetch_sub(5000, Ordering::AcqRel);
+        assert_eq!(core.take_in_flight(10, 5), Some(10), "at least the minimum");
+        assert!(!core.admit_in_flight(991));
+        assert!(core.admit_in_flight(990));
+        core.in_flight.fetch_sub(1000, Ordering::AcqRel);
+    }
+
+    #[test]
+    fn eviction_gives_back_the_in_flight_room_it_took_ahead() {
+        let chest: Chest<u32, Vec<u8>> = Chest::builder()
+            .budget(64 << 10)
+            .in_flight_bytes(16 << 10)
+            .open()
+            .unwrap();
+        for k in 0..2000 {
+            chest.insert(k, vec![k as u8; 200]).unwrap();
+            let s = chest.stats();
+            assert!(s.memory_bytes <= s.budget_bytes, "{s:?}");
+            assert!(s.in_flight_bytes <= 16 << 10, "{s:?}");
+        }
+        chest.flush().unwrap();
+        assert_eq!(
+            chest.stats().in_flight_bytes,
+            0,
+            "every byte taken came back"
+        );
+        for k in 0..2000 {
+            assert_eq!(chest.get(&k).unwrap().unwrap()[0], k as u8);
+        }
     }
 
     #[test]

@@ -245,6 +245,7 @@ where
         self.refresh_files(&engine.disk);
         // Each key's stored copy is recorded (at its first job here) under the same shard lock
         // as the slot learns the outcome: a slot that goes leaves the key on disk only.
+        let mut landed = 0;
         for (i, job) in jobs.iter().enumerate() {
             match job {
                 Job::Put {
@@ -259,12 +260,16 @@ where
                         bump(&self.counters.spill_bytes, loc.raw_len);
                     }
                     let stored = latest.remove(key);
-                    self.finish_put(key, stored, *version, *weight, *evicted, outcomes[i]);
+                    landed +=
+                        self.finish_put(key, stored, *version, *weight, *evicted, outcomes[i]);
                 }
                 Job::Remove { key, version, .. } => {
                     self.finish_remove(key, latest.remove(key), *version);
                 }
             }
+        }
+        if landed > 0 {
+            self.in_flight.fetch_sub(landed, Ordering::AcqRel);
         }
         self.compact_quietly(engine);
         match first_error {
@@ -282,7 +287,9 @@ where
     }
 
     /// Tells `key`'s slot how the write of its `version` ended, first recording `stored`
-    /// (when given) as where the disk now holds the key's stored copy.
+    /// (when given) as where the disk now holds the key's stored copy. Returns the in-flight
+    /// bytes the job held, which the caller gives back (once per batch: every `in_flight`
+    /// update takes its cache line from the inserting threads).
     fn finish_put(
         &self,
         key: &K,
@@ -291,7 +298,7 @@ where
         weight: u64,
         evicted: bool,
         outcome: Outcome,
-    ) {
+    ) -> u64 {
         let written = matches!(outcome, Outcome::Written);
         let mut shard = self.shards[self.shard_of(key)].lock();
         if let Some(loc) = stored {
@@ -305,10 +312,12 @@ where
             if back > 0 {
                 self.memory_bytes.fetch_add(back, Ordering::AcqRel);
             }
-            self.in_flight.fetch_sub(weight, Ordering::AcqRel);
-        } else if written {
+            return weight;
+        }
+        if written {
             shard.mark_written(key, version);
         }
+        0
     }
 
     /// A removal of `key` (its tombstone `version`) took effect: records `stored` (when given)
@@ -326,6 +335,7 @@ where
     /// when some job did not take effect.
     fn batch_failed(&self, jobs: &[Job<K, V>], engine: &mut Engine) -> bool {
         let mut undone = false;
+        let mut landed = 0;
         for job in jobs {
             match job {
                 Job::Put {
@@ -336,7 +346,8 @@ where
                     ..
                 } => {
                     undone = true;
-                    self.finish_put(key, None, *version, *weight, *evicted, Outcome::Failed);
+                    landed +=
+                        self.finish_put(key, None, *version, *weight, *evicted, Outcome::Failed);
                 }
                 Job::Remove {
                     key,
@@ -356,6 +367,9 @@ where
                     self.restore_removed(key, restore.clone(), *version, stored.is_some());
                 }
             }
+        }
+        if landed > 0 {
+            self.in_flight.fetch_sub(landed, Ordering::AcqRel);
         }
         undone
     }
