@@ -73,7 +73,7 @@ const PLAN: &[(&str, &[&str])] = &[
         "W5",
         &["spillchest", "spillchest-lru", "hashmap", "foyer", "moka"],
     ),
-    ("T1", &["spillchest", "spillchest-lru"]),
+    ("T1", &["spillchest", "spillchest-lru", "spillchest-sync"]),
 ];
 
 /// Command-line options of the parent (and the part a child inherits).
@@ -205,7 +205,7 @@ fn run_child(wl: &str, sys: &str, cfg: &RunConfig) -> BenchResult<()> {
         ("W5", "moka") => drivers::w5_moka(cfg, &r)?,
         ("T1", _) => {
             let policy = spill_policy(sys).ok_or(format!("no T1 for {sys}"))?;
-            threads::run(cfg, &r, policy)?
+            threads::run(cfg, &r, policy, sys == "spillchest-sync")?
         }
         ("W5", _) => {
             let budget = drivers::w5_budget(cfg);
@@ -227,6 +227,7 @@ fn spill_policy(sys: &str) -> Option<Policy> {
     Some(match sys {
         "spillchest" => Policy::default(),
         "spillchest-lru" => Policy::Lru,
+        "spillchest-sync" => Policy::default(),
         "spillchest-s3fifo" => Policy::S3Fifo,
         "spillchest-largest" => Policy::Largest,
         _ => return None,

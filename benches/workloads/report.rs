@@ -456,6 +456,9 @@ impl RunResults {
         let budget = self.budgets.get("T1").copied().unwrap_or(0);
         let policy = match crate::spill_policy(&c.system) {
             Some(p) if c.system == "spillchest" => format!("Policy::{p:?}, the default"),
+            Some(p) if c.system == "spillchest-sync" => {
+                format!("Policy::{p:?}, synchronous spilling: inserts only")
+            }
             Some(p) => format!("Policy::{p:?}"),
             None => "policy unknown".to_string(),
         };

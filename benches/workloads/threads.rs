@@ -1,5 +1,8 @@
 //! T1, the targets of the concurrency issue, in one child process per eviction policy (the
-//! system `spillchest` runs the default policy, `spillchest-lru` LRU):
+//! system `spillchest` runs the default policy, `spillchest-lru` LRU; `spillchest-sync` runs
+//! the default policy with synchronous spilling, and only the insert runs: there every insert
+//! writes what it evicts itself, so the runs show how the chest's own locking scales, without
+//! the background writer taking a share of the two cores):
 //!
 //! - **Insert scaling**: W1's inserts (same values, same budget) into one shared chest from one
 //!   thread and from two threads (keys split between them), repeated with the two kinds
@@ -25,7 +28,7 @@ use spillchest::{Chest, Policy, Stats};
 
 use crate::common::{Report, RunConfig, ValuePool, process_cpu_secs, secs, threads_cpu_secs};
 use crate::drivers::{w1_budget, w1_sizes};
-use crate::stores::{BenchResult, SpillStore, encode};
+use crate::stores::{BenchResult, encode};
 
 /// The chest T1 measures: the one W1 uses.
 type ByteChest = Chest<u64, Vec<u8>>;
@@ -45,8 +48,9 @@ const HOT_KEYS_MAX: usize = 64;
 /// What the paced getter sleeps between gets (with the kernel's rounding, a get every 100-130 µs).
 const PACE: Duration = Duration::from_micros(20);
 
-/// Runs T1 in `cfg.dir`, every chest with `policy`.
-pub fn run(cfg: &RunConfig, r: &Report, policy: Policy) -> BenchResult<()> {
+/// Runs T1 in `cfg.dir`, every chest with `policy`, spilling synchronously when `synchronous`
+/// (then only the insert runs).
+pub fn run(cfg: &RunConfig, r: &Report, policy: Policy, synchronous: bool) -> BenchResult<()> {
     let (n, len) = w1_sizes(cfg);
     let budget = w1_budget(cfg);
     let values = ValuePool::new(len, 1);
@@ -67,8 +71,12 @@ pub fn run(cfg: &RunConfig, r: &Report, policy: Policy) -> BenchResult<()> {
         bytes,
         budget,
         policy,
+        synchronous,
     };
     insert_scaling(&setup, r)?;
+    if synchronous {
+        return Ok(());
+    }
     for scenario in &SCENARIOS {
         get_latency(&setup, r, scenario)?;
     }
@@ -85,6 +93,21 @@ struct Setup<'a> {
     bytes: u64,
     budget: u64,
     policy: Policy,
+    /// Evicting threads write what they evict themselves (no background writer).
+    synchronous: bool,
+}
+
+impl Setup<'_> {
+    /// A fresh chest at `dir` as this setup asks for.
+    fn open(&self, dir: &Path) -> BenchResult<ByteChest> {
+        Ok(Chest::builder()
+            .path(dir)
+            .budget(self.budget)
+            .policy(self.policy)
+            .compression(spillchest::Compression::None)
+            .synchronous_spill(self.synchronous)
+            .open()?)
+    }
 }
 
 /// One way of timing gets of the hot set.
@@ -200,15 +223,9 @@ struct InsertRun {
 /// Inserts W1's keys `0..n` into a fresh chest from `threads` threads (thread `t` takes the
 /// keys equal to `t` modulo `threads`), then flushes.
 fn insert_run(setup: &Setup, dir: &Path, threads: usize) -> BenchResult<InsertRun> {
-    let Setup {
-        ref values,
-        n,
-        budget,
-        policy,
-        ..
-    } = *setup;
+    let Setup { ref values, n, .. } = *setup;
     let _ = std::fs::remove_dir_all(dir);
-    let chest: ByteChest = SpillStore::<Vec<u8>>::open_chest(dir, budget, policy)?;
+    let chest = setup.open(dir)?;
     let start = Barrier::new(threads + 1);
     let (insert_secs, insert_cpu_secs, writer_cpu_secs) =
         std::thread::scope(|s| -> BenchResult<(f64, f64, f64)> {
@@ -342,7 +359,7 @@ fn get_latency(setup: &Setup, r: &Report, scenario: &Scenario) -> BenchResult<()
         n,
         bytes,
         budget,
-        policy,
+        ..
     } = *setup;
     let Scenario {
         name,
@@ -353,7 +370,7 @@ fn get_latency(setup: &Setup, r: &Report, scenario: &Scenario) -> BenchResult<()
     let window = Duration::from_secs_f64((5.0 * cfg.scale).max(0.25));
     let dir = cfg.dir.join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    let chest: ByteChest = SpillStore::<Vec<u8>>::open_chest(&dir, budget, policy)?;
+    let chest = setup.open(&dir)?;
     // The hot set: a sixteenth of what the budget holds at most, kept in memory by being used
     // far more often than the spilling thread's values (each of which is used once).
     let hot_count = ((budget / bytes / 16) as usize).clamp(1, HOT_KEYS_MAX);
