@@ -18,7 +18,7 @@ use crate::codec::Codec;
 use crate::disk::{DiskLoc, Place};
 use crate::error::{Error, Result};
 use crate::hash::Map;
-use crate::memory::{Held, Slot, Stored};
+use crate::memory::{Held, MemoryTier, Slot, Stored};
 use crate::sync::Arc;
 use crate::sync::atomic::Ordering;
 
@@ -45,6 +45,12 @@ pub(crate) enum Job<K, V> {
 }
 
 impl<K, V> Job<K, V> {
+    fn key(&self) -> &K {
+        match self {
+            Job::Put { key, .. } | Job::Remove { key, .. } => key,
+        }
+    }
+
     fn weight(&self) -> u64 {
         match self {
             Job::Put { weight, .. } => *weight,
@@ -160,14 +166,56 @@ where
         true
     }
 
-    /// True when an evicted value's write is still wanted: its slot holds that version.
-    fn still_wanted(&self, key: &K, version: u64, evicted: bool) -> bool {
-        let shard = self.shards[self.shard_of(key)].lock();
+    /// True when a write of `key`'s `version` is still wanted, judged on its locked shard: an
+    /// evicted value's when its slot holds that version; a flush's unless a newer value of the
+    /// key is already written.
+    fn wanted(shard: &MemoryTier<K, V>, key: &K, version: u64, evicted: bool) -> bool {
         match shard.get(key) {
             Some(slot) if slot.version == version => true,
             Some(slot) => !evicted && slot.stored != Stored::Current,
             None => false,
         }
+    }
+
+    /// The jobs' positions grouped by shard, in batch order within each shard, so that a batch
+    /// locks each shard once (`shard`, job index) rather than once or more per job: every lock
+    /// the writer takes moves the shard's cache line away from the inserting threads.
+    fn by_shard(&self, jobs: &[Job<K, V>]) -> Vec<(usize, usize)> {
+        let mut order: Vec<(usize, usize)> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, job)| (self.shard_of(job.key()), i))
+            .collect();
+        order.sort_unstable();
+        order
+    }
+
+    /// What each job starts from, read with one lock of each shard: for a put, `None` when its
+    /// write is no longer wanted; otherwise the key's stored copy. Only the drainer (holding
+    /// `engine`, as now) changes stored copies, so they hold for the whole batch.
+    fn look_up(
+        &self,
+        jobs: &[Job<K, V>],
+        order: &[(usize, usize)],
+    ) -> Vec<Option<Option<DiskLoc>>> {
+        let mut found = vec![None; jobs.len()];
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let shard = self.shards[run[0].0].lock();
+            for &(_, i) in run {
+                found[i] = match &jobs[i] {
+                    Job::Put {
+                        key,
+                        version,
+                        evicted,
+                        ..
+                    } => {
+                        Self::wanted(&shard, key, *version, *evicted).then(|| shard.stored_at(key))
+                    }
+                    Job::Remove { key, .. } => Some(shard.stored_at(key)),
+                };
+            }
+        }
+        found
     }
 
     /// Stages and commits a batch, then tells the slots. The first error is returned; the
@@ -181,24 +229,27 @@ where
         // Each key's bytes, encoded into one buffer reused across the batch.
         let mut key_bytes = Vec::new();
         let mut first_error: Option<Error> = None;
+        let order = self.by_shard(&jobs);
+        let before = self.look_up(&jobs, &order);
+        // A key's stored copy as the batch so far leaves it.
+        let stored_before = |latest: &Map<&K, Option<DiskLoc>>, key: &K, i: usize| {
+            latest
+                .get(key)
+                .copied()
+                .unwrap_or_else(|| before[i].flatten())
+        };
         let staged: Result<()> = (|| {
             for (i, job) in jobs.iter().enumerate() {
                 match job {
-                    Job::Put {
-                        key,
-                        value,
-                        version,
-                        evicted,
-                        ..
-                    } => {
-                        if !self.still_wanted(key, *version, *evicted) {
+                    Job::Put { key, value, .. } => {
+                        if before[i].is_none() {
                             continue;
                         }
                         self.encode_key_into(key, &mut key_bytes)?;
                         let mut raw = std::mem::take(&mut engine.scratch);
                         let encoded = self.encode_into(&mut raw, &key_bytes, value);
                         let written = encoded.and_then(|()| {
-                            let previous = self.stored_before(&latest, key);
+                            let previous = stored_before(&latest, key, i);
                             engine
                                 .disk
                                 .write_value(&key_bytes, &raw, self.compression, previous)
@@ -220,7 +271,7 @@ where
                         }
                     }
                     Job::Remove { key, .. } => {
-                        let previous = self.stored_before(&latest, key);
+                        let previous = stored_before(&latest, key, i);
                         if let Some(previous) = previous {
                             let key_bytes = self.encode_key(key)?;
                             engine.disk.remove_value(&key_bytes, previous)?;
@@ -244,30 +295,50 @@ where
         // Readers get the handles of segments begun by this batch before any place names them.
         self.refresh_files(&engine.disk);
         // Each key's stored copy is recorded (at its first job here) under the same shard lock
-        // as the slot learns the outcome: a slot that goes leaves the key on disk only.
-        let mut landed = 0;
-        for (i, job) in jobs.iter().enumerate() {
-            match job {
-                Job::Put {
-                    key,
-                    weight,
-                    version,
-                    evicted,
-                    ..
-                } => {
-                    if let (Outcome::Written, Some(loc)) = (outcomes[i], locs[i]) {
-                        bump(&self.counters.spills, 1);
-                        bump(&self.counters.spill_bytes, loc.raw_len);
+        // as the slot learns the outcome: a slot that goes leaves the key on disk only. Each
+        // shard is locked once, for its jobs in batch order.
+        let (mut landed, mut spills, mut spill_bytes) = (0, 0, 0);
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut back = 0;
+            let mut shard = self.shards[run[0].0].lock();
+            for &(_, i) in run {
+                let stored = latest.remove(jobs[i].key());
+                match &jobs[i] {
+                    Job::Put {
+                        key,
+                        weight,
+                        version,
+                        evicted,
+                        ..
+                    } => {
+                        if let (Outcome::Written, Some(loc)) = (outcomes[i], locs[i]) {
+                            spills += 1;
+                            spill_bytes += loc.raw_len;
+                        }
+                        back += Self::finish_put_in(
+                            &mut shard,
+                            key,
+                            stored,
+                            *version,
+                            *evicted,
+                            outcomes[i],
+                        );
+                        if *evicted {
+                            landed += weight;
+                        }
                     }
-                    let stored = latest.remove(key);
-                    landed +=
-                        self.finish_put(key, stored, *version, *weight, *evicted, outcomes[i]);
-                }
-                Job::Remove { key, version, .. } => {
-                    self.finish_remove(key, latest.remove(key), *version);
+                    Job::Remove { key, version, .. } => {
+                        Self::finish_remove_in(&mut shard, key, stored, *version);
+                    }
                 }
             }
+            drop(shard);
+            if back > 0 {
+                self.memory_bytes.fetch_add(back, Ordering::AcqRel);
+            }
         }
+        bump(&self.counters.spills, spills);
+        bump(&self.counters.spill_bytes, spill_bytes);
         if landed > 0 {
             self.in_flight.fetch_sub(landed, Ordering::AcqRel);
         }
@@ -278,18 +349,9 @@ where
         }
     }
 
-    /// `key`'s stored copy as the batch so far leaves it.
-    fn stored_before(&self, latest: &Map<&K, Option<DiskLoc>>, key: &K) -> Option<DiskLoc> {
-        match latest.get(key) {
-            Some(loc) => *loc,
-            None => self.stored_at(key),
-        }
-    }
-
     /// Tells `key`'s slot how the write of its `version` ended, first recording `stored`
     /// (when given) as where the disk now holds the key's stored copy. Returns the in-flight
-    /// bytes the job held, which the caller gives back (once per batch: every `in_flight`
-    /// update takes its cache line from the inserting threads).
+    /// bytes the job held (an evicted value's weight), which the caller gives back.
     fn finish_put(
         &self,
         key: &K,
@@ -299,22 +361,34 @@ where
         evicted: bool,
         outcome: Outcome,
     ) -> u64 {
-        let written = matches!(outcome, Outcome::Written);
         let mut shard = self.shards[self.shard_of(key)].lock();
+        let back = Self::finish_put_in(&mut shard, key, stored, version, evicted, outcome);
+        drop(shard);
+        if back > 0 {
+            self.memory_bytes.fetch_add(back, Ordering::AcqRel);
+        }
+        if evicted { weight } else { 0 }
+    }
+
+    /// [`finish_put`](Self::finish_put) on `key`'s locked shard. Returns the bytes that came
+    /// back to memory (a failed write of an evicted value), for the caller to count.
+    fn finish_put_in(
+        shard: &mut MemoryTier<K, V>,
+        key: &K,
+        stored: Option<Option<DiskLoc>>,
+        version: u64,
+        evicted: bool,
+        outcome: Outcome,
+    ) -> u64 {
         if let Some(loc) = stored {
             shard.set_stored(key, loc);
         }
         if evicted {
             // A failed (not a skipped) write puts the value back in memory.
             let ok = !matches!(outcome, Outcome::Failed);
-            let back = shard.write_done(key, version, ok);
-            drop(shard);
-            if back > 0 {
-                self.memory_bytes.fetch_add(back, Ordering::AcqRel);
-            }
-            return weight;
+            return shard.write_done(key, version, ok);
         }
-        if written {
+        if matches!(outcome, Outcome::Written) {
             shard.mark_written(key, version);
         }
         0
@@ -324,6 +398,16 @@ where
     /// as what the disk now holds for the key, and drops the tombstone.
     fn finish_remove(&self, key: &K, stored: Option<Option<DiskLoc>>, version: u64) {
         let mut shard = self.shards[self.shard_of(key)].lock();
+        Self::finish_remove_in(&mut shard, key, stored, version);
+    }
+
+    /// [`finish_remove`](Self::finish_remove) on `key`'s locked shard.
+    fn finish_remove_in(
+        shard: &mut MemoryTier<K, V>,
+        key: &K,
+        stored: Option<Option<DiskLoc>>,
+        version: u64,
+    ) {
         if let Some(loc) = stored {
             shard.set_stored(key, loc);
         }
