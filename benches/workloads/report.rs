@@ -528,37 +528,41 @@ impl RunResults {
             ratio(two_d, one_d),
             spread(&pairs_d, x)
         );
-        let _ = writeln!(
-            s,
-            "\n| getter beside | gets | timing | p50 µs | p99 µs | p99.9 µs | max µs | longest gap between gets, ms | from memory (with ramp-up) | disk loads | spilling thread's inserts/s |"
-        );
-        let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for (name, beside, timing) in LATENCY_SCENARIOS {
-            let m = |k: &str| c.metric(&format!("{name}_{k}")).unwrap_or(f64::NAN);
-            let rate = m("spiller_inserts") / m("secs");
+        // The synchronous-spilling system runs the insert runs only.
+        let has_latency = c.metric("lat_spill_loop_gets").is_some();
+        if has_latency {
             let _ = writeln!(
                 s,
-                "| {beside} | {} | {timing} | {} | {} | {} | {} | {:.1} | {:.2}% | {} | {} |",
-                fmt_num(m("gets")),
-                fmt_us(m("p50_ns")),
-                fmt_us(m("p99_ns")),
-                fmt_us(m("p999_ns")),
-                fmt_us(m("max_ns")),
-                m("max_gap_ns") / 1e6,
-                m("memory_share") * 100.0,
-                fmt_num(m("loads")),
-                if rate > 0.0 {
-                    fmt_num(rate)
-                } else {
-                    "–".into()
-                },
+                "\n| getter beside | gets | timing | p50 µs | p99 µs | p99.9 µs | max µs | longest gap between gets, ms | from memory (with ramp-up) | disk loads | spilling thread's inserts/s |"
             );
-            if m("wrong") > 0.0 {
+            let _ = writeln!(s, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for (name, beside, timing) in LATENCY_SCENARIOS {
+                let m = |k: &str| c.metric(&format!("{name}_{k}")).unwrap_or(f64::NAN);
+                let rate = m("spiller_inserts") / m("secs");
                 let _ = writeln!(
                     s,
-                    "\n**{name}: {} gets returned a wrong or no value**\n",
-                    m("wrong")
+                    "| {beside} | {} | {timing} | {} | {} | {} | {} | {:.1} | {:.2}% | {} | {} |",
+                    fmt_num(m("gets")),
+                    fmt_us(m("p50_ns")),
+                    fmt_us(m("p99_ns")),
+                    fmt_us(m("p999_ns")),
+                    fmt_us(m("max_ns")),
+                    m("max_gap_ns") / 1e6,
+                    m("memory_share") * 100.0,
+                    fmt_num(m("loads")),
+                    if rate > 0.0 {
+                        fmt_num(rate)
+                    } else {
+                        "–".into()
+                    },
                 );
+                if m("wrong") > 0.0 {
+                    let _ = writeln!(
+                        s,
+                        "\n**{name}: {} gets returned a wrong or no value**\n",
+                        m("wrong")
+                    );
+                }
             }
         }
         let _ = writeln!(
@@ -586,30 +590,32 @@ impl RunResults {
             fmt_num(two_d),
             fmt_num(one_d)
         );
-        for (name, timing) in [
-            ("lat_spill_loop", "back to back"),
-            ("lat_spill_paced", "paced"),
-        ] {
-            let p99 = c.metric(&format!("{name}_p99_ns")).unwrap_or(f64::NAN);
-            let share = c
-                .metric(&format!("{name}_memory_share"))
-                .unwrap_or(f64::NAN);
-            let _ = writeln!(
-                s,
-                "| (b) get of in-memory values while a thread spills, p99 < 1 ms ({timing}) | {} µs ({:.2}% of the hot set's gets from memory{}) | {} |",
-                fmt_us(p99),
-                share * 100.0,
-                if share < 0.999 {
-                    "; not all were memory hits"
-                } else {
-                    ""
-                },
-                if p99.is_finite() {
-                    met(p99 < 1e6)
-                } else {
-                    "–"
-                }
-            );
+        if has_latency {
+            for (name, timing) in [
+                ("lat_spill_loop", "back to back"),
+                ("lat_spill_paced", "paced"),
+            ] {
+                let p99 = c.metric(&format!("{name}_p99_ns")).unwrap_or(f64::NAN);
+                let share = c
+                    .metric(&format!("{name}_memory_share"))
+                    .unwrap_or(f64::NAN);
+                let _ = writeln!(
+                    s,
+                    "| (b) get of in-memory values while a thread spills, p99 < 1 ms ({timing}) | {} µs ({:.2}% of the hot set's gets from memory{}) | {} |",
+                    fmt_us(p99),
+                    share * 100.0,
+                    if share < 0.999 {
+                        "; not all were memory hits"
+                    } else {
+                        ""
+                    },
+                    if p99.is_finite() {
+                        met(p99 < 1e6)
+                    } else {
+                        "–"
+                    }
+                );
+            }
         }
         for n in &c.notes {
             let _ = writeln!(s, "\n- {} / T1: {n}", c.system);
