@@ -72,7 +72,8 @@ struct VecAppender<'a>(&'a mut Vec<u8>);
 impl bincode::enc::write::Writer for VecAppender<'_> {
     #[inline]
     fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
-        // Serde hands bincode a `Vec<u8>` one byte at a time: a push, not a call to memcpy.
+        // Serde hands bincode a sequence of bytes (a `Vec<u8>` field of a struct, say) one byte
+        // at a time: a push, not a call to memcpy.
         if let [byte] = bytes {
             self.0.push(*byte);
         } else {
@@ -140,44 +141,28 @@ fn left_over(extra: usize) -> CodecError {
 ///
 /// Serde hands a sequence to bincode one element at a time, so a 16 KiB `Vec<u8>` costs 16,384
 /// calls each way; these are the values of the workloads (bytes and numeric arrays). Bincode's
-/// standard configuration writes such a vector as its length (a varint, encoded here by bincode
-/// itself) followed by each element's little-endian bytes, so the paths below produce and accept
-/// exactly the same bytes as the serde path (a unit test compares them). The type is recognised
-/// by `TypeId`, so no `unsafe` is needed.
+/// standard configuration writes such a vector as its length (bincode's varint, written and read
+/// here) followed by each element's little-endian bytes, so the paths below produce and accept
+/// exactly the same bytes as the serde path (unit tests, a proptest and the `value_codec` fuzz
+/// target compare them). The type is recognised by `TypeId`, so no `unsafe` is needed. Only the
+/// value type itself is recognised: a `Vec<u8>` inside a struct still goes through serde, one
+/// byte at a time (`serde_bytes` gives such a field bincode's bulk path for bytes).
 mod flat {
     use super::{CodecError, left_over};
     use std::any::Any;
 
-    /// An element stored as its little-endian bytes by bincode (and so in bulk here).
-    trait Element: Copy + 'static {
+    /// An element bincode stores as its little-endian bytes (and so can be moved in bulk).
+    trait Element: Sized + 'static {
         const SIZE: usize;
-        fn put(self, out: &mut [u8]);
-        fn get(bytes: &[u8]) -> Self;
-
         /// Appends the elements' bytes to `out`.
-        fn extend(items: &[Self], out: &mut Vec<u8>) {
-            let start = out.len();
-            out.resize(start + items.len() * Self::SIZE, 0);
-            for (slot, item) in out[start..].chunks_exact_mut(Self::SIZE).zip(items) {
-                item.put(slot);
-            }
-        }
-
+        fn extend(items: &[Self], out: &mut Vec<u8>);
         /// The elements whose bytes are exactly `body` (a multiple of `SIZE` long).
-        fn collect(body: &[u8]) -> Vec<Self> {
-            body.chunks_exact(Self::SIZE).map(Self::get).collect()
-        }
+        fn collect(body: &[u8]) -> Vec<Self>;
     }
 
     /// Bytes are copied as they are: one `memcpy` each way.
     impl Element for u8 {
         const SIZE: usize = 1;
-        fn put(self, out: &mut [u8]) {
-            out[0] = self;
-        }
-        fn get(bytes: &[u8]) -> Self {
-            bytes[0]
-        }
         fn extend(items: &[u8], out: &mut Vec<u8>) {
             out.extend_from_slice(items);
         }
@@ -186,25 +171,27 @@ mod flat {
         }
     }
 
-    macro_rules! element {
+    macro_rules! float_element {
         ($t:ty) => {
             impl Element for $t {
                 const SIZE: usize = std::mem::size_of::<$t>();
-                #[inline]
-                fn put(self, out: &mut [u8]) {
-                    out.copy_from_slice(&self.to_le_bytes());
+                fn extend(items: &[$t], out: &mut Vec<u8>) {
+                    let start = out.len();
+                    out.resize(start + items.len() * Self::SIZE, 0);
+                    for (slot, item) in out[start..].chunks_exact_mut(Self::SIZE).zip(items) {
+                        slot.copy_from_slice(&item.to_le_bytes());
+                    }
                 }
-                #[inline]
-                fn get(bytes: &[u8]) -> Self {
-                    let mut raw = [0u8; std::mem::size_of::<$t>()];
-                    raw.copy_from_slice(bytes);
-                    <$t>::from_le_bytes(raw)
+                fn collect(body: &[u8]) -> Vec<$t> {
+                    body.chunks_exact(Self::SIZE)
+                        .map(|b| <$t>::from_le_bytes(b.try_into().expect("SIZE bytes")))
+                        .collect()
                 }
             }
         };
     }
-    element!(f32);
-    element!(f64);
+    float_element!(f32);
+    float_element!(f64);
 
     /// Calls `$f::<E>` with the element type of `$value`'s `Vec<E>`, if it is one of ours.
     macro_rules! with_element {

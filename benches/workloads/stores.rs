@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use spillchest::{Bincode, Chest, Codec, Compression, Policy};
+use spillchest::{Bincode, Chest, ChestBuilder, Codec, Compression, Policy};
 
 use crate::common::{Report, dir_usage};
 
@@ -87,12 +87,16 @@ impl<V: Serialize + DeserializeOwned + Send + Sync + 'static> SpillStore<V> {
         budget_bytes: u64,
         policy: Policy,
     ) -> BenchResult<Chest<u64, V>> {
-        Ok(Chest::builder()
+        Ok(Self::chest_builder(path, budget_bytes, policy).open()?)
+    }
+
+    /// The builder of [`open_chest`](Self::open_chest), for a workload that sets one more option.
+    pub fn chest_builder(path: &Path, budget_bytes: u64, policy: Policy) -> ChestBuilder<u64, V> {
+        Chest::builder()
             .path(path)
             .budget(budget_bytes)
             .policy(policy)
             .compression(Compression::None)
-            .open()?)
     }
 
     fn chest(&self) -> &Chest<u64, V> {

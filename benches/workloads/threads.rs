@@ -28,7 +28,7 @@ use spillchest::{Chest, Policy, Stats};
 
 use crate::common::{Report, RunConfig, ValuePool, process_cpu_secs, secs, threads_cpu_secs};
 use crate::drivers::{w1_budget, w1_sizes};
-use crate::stores::{BenchResult, encode};
+use crate::stores::{BenchResult, SpillStore, encode};
 
 /// The chest T1 measures: the one W1 uses.
 type ByteChest = Chest<u64, Vec<u8>>;
@@ -100,13 +100,11 @@ struct Setup<'a> {
 impl Setup<'_> {
     /// A fresh chest at `dir` as this setup asks for.
     fn open(&self, dir: &Path) -> BenchResult<ByteChest> {
-        Ok(Chest::builder()
-            .path(dir)
-            .budget(self.budget)
-            .policy(self.policy)
-            .compression(spillchest::Compression::None)
-            .synchronous_spill(self.synchronous)
-            .open()?)
+        Ok(
+            SpillStore::<Vec<u8>>::chest_builder(dir, self.budget, self.policy)
+                .synchronous_spill(self.synchronous)
+                .open()?,
+        )
     }
 }
 

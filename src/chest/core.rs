@@ -483,6 +483,8 @@ where
                     weight,
                     version,
                 }) => {
+                    // Room was taken for the victim peeked; should the one taken weigh more
+                    // (or have been peeked clean), it is counted all the same.
                     if weight > credit {
                         self.in_flight.fetch_add(weight - credit, Ordering::AcqRel);
                         credit = weight;
