@@ -851,3 +851,59 @@ fn a_chest_large_enough_to_open_on_two_threads_reopens_whole() {
         assert_eq!(got, (k % 7 != 0).then_some(k * 3 + 1), "key {k}");
     }
 }
+
+#[test]
+fn spilled_values_go_to_segments_below_the_small_value_limit_and_to_files_from_it() {
+    // The writer encodes small values straight into the segment batch and moves one that
+    // turns out too large to a value file: the limit falls between 999 and 1,000 encoded bytes
+    // (a `Vec<u8>` of 996 bytes encodes as 999: a 3-byte length, then the bytes).
+    for compression in [Compression::None, Compression::Lz4] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("places.chest");
+        let lens = [10usize, 996, 997, 5_000];
+        let value = |i: u64| -> Vec<u8> {
+            let len = lens[i as usize % lens.len()];
+            (0..len).map(|j| (j as u64 % 7 + i) as u8).collect()
+        };
+        let chest: Chest<u64, Vec<u8>> = Chest::builder()
+            .path(&path)
+            .budget(8 << 10)
+            .small_value_bytes(1_000)
+            .compression(compression)
+            .open()
+            .unwrap();
+        for i in 0..200 {
+            chest.insert(i, value(i)).unwrap();
+        }
+        chest.close().unwrap();
+
+        let info = spillchest::ChestInfo::open(&path).unwrap();
+        let (mut in_segments, mut in_files) = (0, 0);
+        for entry in info.entries() {
+            match entry.place {
+                spillchest::EntryPlace::Segment { .. } => {
+                    assert!(entry.raw_len < 1_000, "{compression:?}: {entry:?}");
+                    in_segments += 1;
+                }
+                spillchest::EntryPlace::File { .. } => {
+                    assert!(entry.raw_len >= 1_000, "{compression:?}: {entry:?}");
+                    in_files += 1;
+                }
+                other => panic!("a place this test does not know: {other:?}"),
+            }
+            match compression {
+                Compression::None => assert!(!entry.compressed, "{entry:?}"),
+                // The repeating bytes compress whenever there are enough of them.
+                _ => assert_eq!(entry.compressed, entry.raw_len > 100, "{entry:?}"),
+            }
+        }
+        assert_eq!((in_segments, in_files), (100, 100), "{compression:?}");
+        assert!(info.verify(|_| {}).is_healthy(), "{compression:?}");
+        drop(info);
+
+        let chest: Chest<u64, Vec<u8>> = Chest::open(&path).unwrap();
+        for i in 0..200 {
+            assert_eq!(chest.get(&i).unwrap().as_deref(), Some(&value(i)), "{i}");
+        }
+    }
+}

@@ -657,6 +657,12 @@ where
     /// Encodes `value` into `out`; a panicking `Serialize` becomes an error.
     fn encode_into(&self, out: &mut Vec<u8>, key_bytes: &[u8], value: &V) -> Result<()> {
         out.clear();
+        self.encode_append(out, key_bytes, value)
+    }
+
+    /// Appends `value`'s encoding to `out`; a panicking `Serialize` becomes an error (what it
+    /// appended before failing stays: callers cut it off).
+    fn encode_append(&self, out: &mut Vec<u8>, key_bytes: &[u8], value: &V) -> Result<()> {
         let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.codec.encode(value, out)
         }));

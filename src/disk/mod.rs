@@ -583,6 +583,39 @@ impl DiskTier {
         seq
     }
 
+    /// Stores the value `encode` appends to a buffer, as [`write_value`](Self::write_value)
+    /// does its encoded bytes. Uncompressed, a small value is encoded straight into the
+    /// segment's staged batch (no copy through `raw`); otherwise it is encoded into `raw`
+    /// first (a value that turns out large is moved there).
+    pub(crate) fn write_encoded(
+        &mut self,
+        key: &[u8],
+        compression: Compression,
+        previous: Option<DiskLoc>,
+        raw: &mut Vec<u8>,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<DiskLoc> {
+        self.refuse_if_read_only()?;
+        if compression != Compression::None || key.len() > segment::MAX_KEY_LEN {
+            raw.clear();
+            encode(raw)?;
+            return self.write_value(key, raw, compression, previous);
+        }
+        let seq = self.take_seq();
+        let below = usize::try_from(self.options.small_value_bytes).unwrap_or(usize::MAX);
+        let Some((place, len)) = self.segments.stage_encoded(key, seq, below, raw, encode)? else {
+            return self.write_value(key, raw, compression, previous);
+        };
+        let loc = DiskLoc {
+            place: Place::Segment(place),
+            seq,
+            raw_len: len,
+            stored_len: len,
+        };
+        self.after_put(key, loc, previous);
+        Ok(loc)
+    }
+
     /// Stores the encoded value `raw` of `key` (compressed when that helps): a staged segment
     /// record for a small value, a value file written and renamed into place for a large one.
     /// Either way its index record is staged. `previous` is where the key's value was stored.

@@ -72,18 +72,35 @@ pub(crate) fn encode_record(
     raw_len: u64,
     compressed: bool,
 ) {
-    debug_assert!(key.len() <= MAX_KEY_LEN && payload.len() <= MAX_PAYLOAD_LEN);
     let start = out.len();
-    out.push(kind);
-    out.push(if compressed { FLAG_LZ4 } else { 0 });
-    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(raw_len as u32).to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    let sum = record_checksum(&out[start..start + 20], key, payload);
-    out.extend_from_slice(&sum.to_le_bytes());
+    out.resize(start + RECORD_HEADER_LEN, 0);
     out.extend_from_slice(key);
     out.extend_from_slice(payload);
+    seal_record(&mut out[start..], kind, key.len(), seq, raw_len, compressed);
+}
+
+/// Fills in the header of `record`: header space, then a key of `key_len` bytes, then the
+/// payload, which runs to the end. The checksum covers what the header says and both.
+fn seal_record(
+    record: &mut [u8],
+    kind: u8,
+    key_len: usize,
+    seq: u64,
+    raw_len: u64,
+    compressed: bool,
+) {
+    let payload_len = record.len() - RECORD_HEADER_LEN - key_len;
+    debug_assert!(key_len <= MAX_KEY_LEN && payload_len <= MAX_PAYLOAD_LEN);
+    let (header, body) = record.split_at_mut(RECORD_HEADER_LEN);
+    header[0] = kind;
+    header[1] = if compressed { FLAG_LZ4 } else { 0 };
+    header[2..4].copy_from_slice(&(key_len as u16).to_le_bytes());
+    header[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    header[8..12].copy_from_slice(&(raw_len as u32).to_le_bytes());
+    header[12..20].copy_from_slice(&seq.to_le_bytes());
+    let (key, payload) = body.split_at(key_len);
+    let sum = record_checksum(&header[..20], key, payload);
+    header[20..28].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// The checksum of a record: xxh3-64 of its first 20 header bytes, its key and its payload, as
@@ -390,22 +407,7 @@ impl SegmentStore {
         raw_len: u64,
         compressed: bool,
     ) -> Result<RecordPlace> {
-        let len = record_len(key.len(), payload.len() as u64);
-        let active = match self.active {
-            Some(id)
-                if self.segments.get(&id).is_some_and(|s| {
-                    s.len + len <= self.max_segment_bytes || s.len == FILE_HEADER_LEN
-                }) =>
-            {
-                id
-            }
-            _ => self.start_segment()?,
-        };
-        let segment = self
-            .segments
-            .get_mut(&active)
-            .ok_or_else(|| Error::corrupt(&self.dir, "active segment vanished"))?;
-        let offset = segment.len;
+        let start = self.staged.len();
         encode_record(
             &mut self.staged,
             kind,
@@ -415,6 +417,67 @@ impl SegmentStore {
             raw_len,
             compressed,
         );
+        self.place_last(start, kind)
+    }
+
+    /// Stages an uncompressed value record whose payload `encode` appends in place, with no
+    /// copy through another buffer; returns its place and the payload's length. A payload of
+    /// `below` bytes or more is not staged: it is moved to `spill` and `None` returned (the
+    /// caller gives it a value file). An encoding error leaves nothing staged.
+    pub(crate) fn stage_encoded(
+        &mut self,
+        key: &[u8],
+        seq: u64,
+        below: usize,
+        spill: &mut Vec<u8>,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<Option<(RecordPlace, u64)>> {
+        debug_assert!(key.len() <= MAX_KEY_LEN);
+        let start = self.staged.len();
+        self.staged.resize(start + RECORD_HEADER_LEN, 0);
+        self.staged.extend_from_slice(key);
+        let payload_start = self.staged.len();
+        if let Err(e) = encode(&mut self.staged) {
+            self.staged.truncate(start);
+            return Err(e);
+        }
+        let payload_len = self.staged.len() - payload_start;
+        if payload_len >= below.min(MAX_PAYLOAD_LEN + 1) {
+            spill.clear();
+            spill.extend_from_slice(&self.staged[payload_start..]);
+            self.staged.truncate(start);
+            return Ok(None);
+        }
+        let record = &mut self.staged[start..];
+        let raw_len = payload_len as u64;
+        seal_record(record, KIND_VALUE, key.len(), seq, raw_len, false);
+        let place = self.place_last(start, KIND_VALUE)?;
+        Ok(Some((place, raw_len)))
+    }
+
+    /// Gives the record staged last (from `start` to the end of the staged bytes) its place:
+    /// in the active segment when it fits there, else first in a new segment.
+    fn place_last(&mut self, start: usize, kind: u8) -> Result<RecordPlace> {
+        let len = (self.staged.len() - start) as u64;
+        let fits = self
+            .active
+            .and_then(|id| self.segments.get(&id))
+            .is_some_and(|s| s.len + len <= self.max_segment_bytes || s.len == FILE_HEADER_LEN);
+        if !fits {
+            // The records before it go to the segment that was active; it goes first in the
+            // next one (a copy once per segment).
+            let record = self.staged.split_off(start);
+            self.start_segment()?;
+            self.staged.extend_from_slice(&record);
+        }
+        let active = self
+            .active
+            .ok_or_else(|| Error::corrupt(&self.dir, "no active segment"))?;
+        let segment = self
+            .segments
+            .get_mut(&active)
+            .ok_or_else(|| Error::corrupt(&self.dir, "active segment vanished"))?;
+        let offset = segment.len;
         segment.len += len;
         if kind == KIND_VALUE {
             segment.live_bytes += len;
@@ -795,5 +858,95 @@ mod tests {
         store.remove_segment(a.segment).unwrap();
         assert_eq!(store.count(), 1);
         assert_eq!(store.live_bytes(), record_len(1, 100));
+    }
+
+    /// A staged record, read back through the store and checked.
+    fn staged_payload(store: &SegmentStore, place: RecordPlace, key: &[u8], len: u64) -> Vec<u8> {
+        let bytes = store.read(place, record_len(key.len(), len)).unwrap();
+        let record = parse_record(&bytes).unwrap();
+        assert_eq!(record.key, key);
+        record.payload.to_vec()
+    }
+
+    #[test]
+    fn records_encoded_in_place_are_the_records_staged_from_a_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut copied =
+            SegmentStore::open(&dir.path().join("copied"), &[], 1 << 20, true).unwrap();
+        let mut in_place =
+            SegmentStore::open(&dir.path().join("in_place"), &[], 1 << 20, true).unwrap();
+        let mut spill = Vec::new();
+        for (seq, len) in [(1u64, 0usize), (2, 1), (3, 100), (4, 483), (5, 5000)] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + seq as usize) as u8).collect();
+            let a = copied
+                .stage(KIND_VALUE, b"key", seq, &payload, len as u64, false)
+                .unwrap();
+            let staged = in_place.stage_encoded(b"key", seq, 1 << 16, &mut spill, |out| {
+                out.extend_from_slice(&payload);
+                Ok(())
+            });
+            let (b, stored) = staged.unwrap().expect("under the limit: staged");
+            assert_eq!((a, stored), (b, len as u64));
+            assert_eq!(staged_payload(&in_place, b, b"key", stored), payload);
+        }
+        assert_eq!(copied.staged, in_place.staged, "byte for byte");
+        assert_eq!(copied.live_bytes(), in_place.live_bytes());
+    }
+
+    #[test]
+    fn in_place_encoding_that_is_too_large_or_fails_leaves_nothing_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SegmentStore::open(dir.path(), &[], 1 << 20, true).unwrap();
+        let a = store
+            .stage(KIND_VALUE, b"a", 1, &[1; 10], 10, false)
+            .unwrap();
+        let before = store.staged.clone();
+        let mut spill = vec![9; 3];
+        let large = store.stage_encoded(b"big", 2, 100, &mut spill, |out| {
+            out.extend_from_slice(&[5; 100]);
+            Ok(())
+        });
+        assert!(large.unwrap().is_none(), "100 bytes is not under 100");
+        assert_eq!(spill, vec![5; 100], "the payload moved out, nothing else");
+        assert_eq!(store.staged, before);
+        let failed = store.stage_encoded(b"bad", 3, 100, &mut spill, |out| {
+            out.extend_from_slice(&[6; 40]);
+            Err(Error::corrupt("x", "cannot encode"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.staged, before);
+        assert_eq!(store.live_bytes(), record_len(1, 10));
+        assert_eq!(staged_payload(&store, a, b"a", 10), vec![1; 10]);
+    }
+
+    #[test]
+    fn a_record_encoded_in_place_that_does_not_fit_starts_the_next_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SegmentStore::open(dir.path(), &[], 200, true).unwrap();
+        let mut spill = Vec::new();
+        let mut stage = |store: &mut SegmentStore, key: &[u8], seq, fill: u8| {
+            let staged = store.stage_encoded(key, seq, 1 << 16, &mut spill, |out| {
+                out.extend_from_slice(&[fill; 60]);
+                Ok(())
+            });
+            staged.unwrap().unwrap().0
+        };
+        let a = stage(&mut store, b"a", 1, 1);
+        let b = stage(&mut store, b"b", 2, 2);
+        assert_eq!(a.segment, b.segment);
+        // 16 + 2 x 89 bytes: a third record does not fit in 200.
+        let c = stage(&mut store, b"c", 3, 3);
+        assert_ne!(c.segment, a.segment);
+        assert_eq!(c.offset, FILE_HEADER_LEN, "first in the new segment");
+        assert_eq!(store.count(), 2);
+        store.write_staged().unwrap();
+        for (place, key, fill) in [(a, b"a", 1u8), (b, b"b", 2), (c, b"c", 3)] {
+            assert_eq!(staged_payload(&store, place, key, 60), vec![fill; 60]);
+        }
+        // Both files hold whole records only: a scan of each finds no torn tail.
+        for id in [a.segment, c.segment] {
+            let bytes = std::fs::read(store.path_of(id)).unwrap();
+            assert_eq!(scan(&bytes, |_, _| {}).unwrap(), None);
+        }
     }
 }

@@ -247,13 +247,14 @@ where
                         }
                         self.encode_key_into(key, &mut key_bytes)?;
                         let mut raw = std::mem::take(&mut engine.scratch);
-                        let encoded = self.encode_into(&mut raw, &key_bytes, value);
-                        let written = encoded.and_then(|()| {
-                            let previous = stored_before(&latest, key, i);
-                            engine
-                                .disk
-                                .write_value(&key_bytes, &raw, self.compression, previous)
-                        });
+                        let previous = stored_before(&latest, key, i);
+                        let written = engine.disk.write_encoded(
+                            &key_bytes,
+                            self.compression,
+                            previous,
+                            &mut raw,
+                            |out| self.encode_append(out, &key_bytes, value),
+                        );
                         engine.scratch = raw;
                         match written {
                             Ok(loc) => {
