@@ -95,8 +95,11 @@ pub(crate) struct Core<K: Hash + Eq, V, C> {
     shards: Box<[Mutex<MemoryTier<K, V>>]>,
     hasher: RandomState,
     files: RwLock<Files>,
-    engine: Mutex<Engine>,
-    queue: Mutex<Queue<K, V>>,
+    /// The disk tier, which the drainer changes on every job: on cache lines of its own, so
+    /// that those writes do not take the queue's line from the inserting threads.
+    engine: CachePadded<Mutex<Engine>>,
+    /// The jobs, pushed by every evicting caller; on a cache line of its own, as above.
+    queue: CachePadded<Mutex<Queue<K, V>>>,
     /// Signalled when a job is queued or the writer must stop.
     work: Condvar,
     /// Signalled when jobs are done (in-flight bytes fell, errors may be waiting).
@@ -233,11 +236,11 @@ where
             reader,
             mode: disk.mode(),
             root: disk.root().to_path_buf(),
-            engine: Mutex::new(Engine {
+            engine: CachePadded::new(Mutex::new(Engine {
                 disk,
                 scratch: Vec::new(),
-            }),
-            queue: Mutex::new(Queue::default()),
+            })),
+            queue: CachePadded::new(Mutex::new(Queue::default())),
             work: Condvar::new(),
             progress: Condvar::new(),
             memory_bytes: CachePadded::new(AtomicU64::new(0)),
