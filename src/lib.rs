@@ -179,11 +179,11 @@
 //! exceed it, victims leave memory chest-wide in [`Policy`] order. A victim whose disk copy is
 //! current is simply dropped from memory, and its slot with it (unless a caller still holds the
 //! `Arc`: then a `Weak` is kept so it gets the same one back): a key on disk only costs its
-//! entry in its shard's disk index and nothing else. Otherwise it becomes `Writing` (still served from memory, counted
-//! as in-flight bytes) and a job is queued. The writer thread encodes queued values, appends
-//! small ones to a segment and gives large ones a file of their own, commits the batch with
-//! one write per file plus its index records, and only then records each key's stored copy and
-//! settles its slot, under one shard lock. Locks: `engine` (the disk tier, held by the drainer
+//! entry in its shard's disk index and nothing else. Otherwise it becomes `Writing` (still
+//! served from memory, counted as in-flight bytes) and a job is queued. The writer thread
+//! encodes queued values, small ones straight into the segment batch, large ones into a file
+//! of their own, commits the batch with one write per file plus its index records, and only
+//! then records each key's stored copy and settles its slot, under one shard lock. Locks: `engine` (the disk tier, held by the drainer
 //! during I/O) → a shard → the queue or the segment handles; readers of spilled values take
 //! a shard lock briefly and read with no lock held.
 //! The on-disk formats and the crash-safety argument are in `docs/design.md`.
