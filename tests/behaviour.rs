@@ -907,3 +907,62 @@ fn spilled_values_go_to_segments_below_the_small_value_limit_and_to_files_from_i
         }
     }
 }
+
+/// A codec that breaks the contract of [`spillchest::Codec::encode`]: it clears the buffer
+/// before writing instead of appending to it.
+#[derive(Debug, Clone, Copy)]
+struct Clearing;
+
+impl spillchest::Codec for Clearing {
+    const NAME: &'static str = "test-clearing";
+
+    fn encode<T: Serialize + 'static>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), spillchest::CodecError> {
+        out.clear();
+        spillchest::Bincode.encode(value, out)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned + 'static>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<T, spillchest::CodecError> {
+        spillchest::Bincode.decode(bytes)
+    }
+}
+
+#[test]
+fn a_codec_that_clears_its_buffer_cannot_reach_other_keys_records() {
+    // The writer encodes straight into the segment batch only with the built-in codec; any
+    // other codec writes into a buffer of its own, so this one's clearing loses nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clearing.chest");
+    let value = |i: u64| vec![i as u8; 300 + i as usize % 7];
+    {
+        let chest: Chest<u64, Vec<u8>, Clearing> = Chest::builder()
+            .path(&path)
+            .budget(4 << 10)
+            .codec(Clearing)
+            .open()
+            .unwrap();
+        for i in 0..300 {
+            chest.insert(i, value(i)).unwrap();
+        }
+        assert!(
+            chest.stats().spills > 250,
+            "most values were spilled in batches"
+        );
+        chest.close().unwrap();
+    }
+    let chest: Chest<u64, Vec<u8>, Clearing> =
+        Chest::builder().path(&path).codec(Clearing).open().unwrap();
+    for i in 0..300 {
+        assert_eq!(
+            chest.get(&i).unwrap().as_deref(),
+            Some(&value(i)),
+            "key {i}"
+        );
+    }
+}

@@ -584,19 +584,22 @@ impl DiskTier {
     }
 
     /// Stores the value `encode` appends to a buffer, as [`write_value`](Self::write_value)
-    /// does its encoded bytes. Uncompressed, a small value is encoded straight into the
-    /// segment's staged batch (no copy through `raw`); otherwise it is encoded into `raw`
-    /// first (a value that turns out large is moved there).
+    /// does its encoded bytes. With `in_place` and no compression, a small value is encoded
+    /// straight into the segment's staged batch (no copy through `raw`); otherwise it is
+    /// encoded into `raw` first (a value that turns out large is moved there). `in_place` is
+    /// only for an `encode` known to append and touch nothing else: the batch holds other
+    /// keys' records.
     pub(crate) fn write_encoded(
         &mut self,
         key: &[u8],
         compression: Compression,
         previous: Option<DiskLoc>,
         raw: &mut Vec<u8>,
+        in_place: bool,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<DiskLoc> {
         self.refuse_if_read_only()?;
-        if compression != Compression::None || key.len() > segment::MAX_KEY_LEN {
+        if !in_place || compression != Compression::None || key.len() > segment::MAX_KEY_LEN {
             raw.clear();
             encode(raw)?;
             return self.write_value(key, raw, compression, previous);

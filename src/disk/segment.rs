@@ -441,7 +441,15 @@ impl SegmentStore {
             self.staged.truncate(start);
             return Err(e);
         }
-        let payload_len = self.staged.len() - payload_start;
+        let Some(payload_len) = self.staged.len().checked_sub(payload_start) else {
+            // The encoder cut into the batch instead of appending: what was staged is lost,
+            // and the caller discards the batch.
+            self.staged.clear();
+            return Err(Error::corrupt(
+                &self.dir,
+                "a value's encoder shortened the batch",
+            ));
+        };
         if payload_len >= below.min(MAX_PAYLOAD_LEN + 1) {
             spill.clear();
             spill.extend_from_slice(&self.staged[payload_start..]);

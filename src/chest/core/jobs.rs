@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Core, Engine, bump};
-use crate::codec::Codec;
+use crate::codec::{Bincode, Codec};
 use crate::disk::{DiskLoc, Place};
 use crate::error::{Error, Result};
 use crate::hash::Map;
@@ -177,6 +177,14 @@ where
         }
     }
 
+    /// True when the codec is the built-in [`Bincode`], which only ever appends to the buffer
+    /// it is given, so values may be encoded straight into the segment batch. Another codec
+    /// gets a buffer of its own: one that broke the contract (cleared the buffer, say) must
+    /// not reach other keys' records.
+    fn codec_appends_only(&self) -> bool {
+        std::any::TypeId::of::<C>() == std::any::TypeId::of::<Bincode>()
+    }
+
     /// The jobs' positions grouped by shard, in batch order within each shard, so that a batch
     /// locks each shard once (`shard`, job index) rather than once or more per job: every lock
     /// the writer takes moves the shard's cache line away from the inserting threads.
@@ -253,6 +261,7 @@ where
                             self.compression,
                             previous,
                             &mut raw,
+                            self.codec_appends_only(),
                             |out| self.encode_append(out, &key_bytes, value),
                         );
                         engine.scratch = raw;
