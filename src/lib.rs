@@ -53,7 +53,28 @@
 //! - **The memory bound holds.** [`Stats::memory_bytes`], the sum of the weights of the values
 //!   held in memory, is at most the budget after every operation. The only exception is a spill
 //!   that failed (full disk, a value that cannot be encoded); [`Stats::failed_spills`] counts
-//!   those and the operation returned the error.
+//!   those and the operation returned the error. A weight is the value's encoded size (or what
+//!   a [`ChestBuilder::weigher`] says); the bookkeeping of a value held in memory (its
+//!   allocation, its slot, its place in the eviction order) costs about 350 to 420 bytes
+//!   more, and a key on disk only about 40 to 75. With values of a few hundred bytes or less
+//!   that outweighs the values: give a weigher that adds it (below) to bound the process's
+//!   memory by the budget plus the keys on disk.
+//!
+//! ```
+//! use spillchest::Chest;
+//!
+//! # fn main() -> spillchest::Result<()> {
+//! // Small values: each counts its bookkeeping too, so the budget bounds memory, not just bytes.
+//! let chest: Chest<u64, Vec<u8>> = Chest::builder()
+//!     .temp()
+//!     .budget(64 << 20)
+//!     .weigher(|v: &Vec<u8>| v.len() as u64 + 400)
+//!     .open()?;
+//! chest.insert(1, vec![0; 100])?;
+//! assert_eq!(chest.stats().memory_bytes, 500);
+//! # Ok(())
+//! # }
+//! ```
 //! - **Nothing is lost.** Eviction never drops data: an entry is in memory, on disk, or both.
 //!   After [`Chest::flush`] returns `Ok`, every entry survives a crash or a power cut. Spilled
 //!   entries whose writes completed before a process crash are still there on reopen even
