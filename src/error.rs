@@ -97,6 +97,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Writing spilled values panicked (a bug, or a key's `Serialize`, `Hash` or `Eq` that
+    /// panicked there), so the disk tier may have stopped half-way through a batch. The chest
+    /// then refuses every change and flush with this error, while reads go on; what was
+    /// written before stays on disk, as after a crash. Drop the chest and open it again.
+    WriterPanicked {
+        /// The chest's directory.
+        path: PathBuf,
+        /// What the panic said.
+        message: String,
+    },
 }
 
 /// `Result` with the crate's [`Error`].
@@ -189,6 +199,12 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::InvalidConfig { reason } => write!(f, "invalid chest options: {reason}"),
+            Error::WriterPanicked { path, message } => write!(
+                f,
+                "writing the spilled values of the chest at {} panicked ({message}); it refuses \
+                 changes from now on: open it again",
+                path.display()
+            ),
         }
     }
 }

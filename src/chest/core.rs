@@ -112,8 +112,11 @@ pub(crate) struct Core<K: Hash + Eq, V, C> {
     in_flight: CachePadded<AtomicU64>,
     /// The last batch failed: spill synchronously until one succeeds.
     failing: AtomicBool,
-    /// The queue holds an error for the next operation.
+    /// The queue holds an error for the next operation (for good once `broken` is set).
     has_deferred: AtomicBool,
+    /// What a drainer's panic said: from then on every change and flush fails with
+    /// [`Error::WriterPanicked`] and nothing more is written.
+    broken: std::sync::OnceLock<String>,
     policy: Policy,
     versions: AtomicU64,
     budget: u64,
@@ -247,6 +250,7 @@ where
             in_flight: CachePadded::new(AtomicU64::new(0)),
             failing: AtomicBool::new(false),
             has_deferred: AtomicBool::new(false),
+            broken: std::sync::OnceLock::new(),
             policy: options.policy,
             versions: AtomicU64::new(1),
             budget,
@@ -330,6 +334,12 @@ where
         // Every operation asks: an atomic answers the common case without the queue's lock.
         if !self.has_deferred.load(Ordering::Acquire) {
             return Ok(());
+        }
+        if let Some(message) = self.broken.get() {
+            return Err(Error::WriterPanicked {
+                path: self.root.clone(),
+                message: message.clone(),
+            });
         }
         let mut queue = self.queue.lock();
         self.has_deferred.store(false, Ordering::Release);

@@ -149,7 +149,21 @@ where
             return false;
         }
         let count = jobs.len() as u64;
-        let result = self.process(engine, jobs);
+        let result = if self.broken.get().is_some() {
+            // A drainer panicked before, maybe half-way through a batch: nothing more is
+            // written. The jobs' values stay in their slots, in memory.
+            Ok(())
+        } else {
+            let processed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.process(engine, jobs)
+            }));
+            processed.unwrap_or_else(|panic| {
+                let message = panic_message(panic.as_ref());
+                let _ = self.broken.set(message);
+                self.has_deferred.store(true, Ordering::Release);
+                Ok(())
+            })
+        };
         {
             let mut queue = self.queue.lock();
             queue.done += count;
@@ -510,5 +524,16 @@ where
                 shard.remove(key);
             }
         }
+    }
+}
+
+/// What a panic's payload says, when it is a message.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_string()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_string()
     }
 }
