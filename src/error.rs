@@ -112,6 +112,15 @@ pub enum Error {
 /// `Result` with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a caught panic's payload says, when it is a message (`panic!` with a literal or a
+/// format string).
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
 impl Error {
     /// An I/O error on `path`; a full disk or quota becomes [`Error::DiskFull`].
     pub(crate) fn io(path: impl AsRef<Path>, action: &'static str, source: io::Error) -> Self {

@@ -58,12 +58,9 @@ impl<R> std::fmt::Display for MapError<R> {
 impl<R: std::fmt::Debug> std::error::Error for MapError<R> {}
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        format!("panicked: {s}")
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        format!("panicked: {s}")
-    } else {
-        "panicked".to_string()
+    match crate::error::panic_text(panic) {
+        Some(s) => format!("panicked: {s}"),
+        None => "panicked".to_string(),
     }
 }
 

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use super::{Core, Engine, bump};
 use crate::codec::{Bincode, Codec};
 use crate::disk::{DiskLoc, Place};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, panic_text};
 use crate::hash::Map;
 use crate::memory::{Held, MemoryTier, Slot, Stored};
 use crate::sync::Arc;
@@ -158,8 +158,8 @@ where
                 self.process(engine, jobs)
             }));
             processed.unwrap_or_else(|panic| {
-                let message = panic_message(panic.as_ref());
-                let _ = self.broken.set(message);
+                let message = panic_text(panic.as_ref()).unwrap_or("a panic without a message");
+                let _ = self.broken.set(message.to_string());
                 self.has_deferred.store(true, Ordering::Release);
                 Ok(())
             })
@@ -524,16 +524,5 @@ where
                 shard.remove(key);
             }
         }
-    }
-}
-
-/// What a panic's payload says, when it is a message.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_string()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic without a message".to_string()
     }
 }
