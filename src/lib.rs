@@ -162,7 +162,9 @@
 //!      │                                       segment file handles for readers (RwLock)
 //!      ├─ jobs               chest/core/jobs.rs FIFO queue of disk work (put, remove) drained
 //!      │                                       in batches by the writer thread, or by the
-//!      │                                       caller with synchronous_spill(true)
+//!      │                                       callers with synchronous_spill(true): each
+//!      │                                       batch encoded and written with no lock, placed
+//!      │                                       and committed under `engine`, in ticket order
 //!      ├─ MemoryTier<K, V>   memory/mod.rs     one per shard, each behind its own Mutex: the
 //!      │                                       shard's disk index (K -> stored copy), slots
 //!      │                                       (K -> Slot, only for keys memory knows more
@@ -201,12 +203,15 @@
 //! current is simply dropped from memory, and its slot with it (unless a caller still holds the
 //! `Arc`: then a `Weak` is kept so it gets the same one back): a key on disk only costs its
 //! entry in its shard's disk index and nothing else. Otherwise it becomes `Writing` (still
-//! served from memory, counted as in-flight bytes) and a job is queued. The writer thread
-//! encodes queued values, small ones straight into the segment batch, large ones into a file
-//! of their own, commits the batch with one write per file plus its index records, and only
-//! then records each key's stored copy and settles its slot, under one shard lock. Locks: `engine` (the disk tier, held by the drainer
-//! during I/O) → a shard → the queue or the segment handles; readers of spilled values take
-//! a shard lock briefly and read with no lock held.
+//! served from memory, counted as in-flight bytes) and a job is queued. A drainer (the writer
+//! thread, or callers spilling synchronously, several at once) encodes a batch of queued
+//! values with no lock held, small ones straight into its record batch, large ones for a file
+//! of their own; reserves places for the records (under `engine`, in the segment of one of two
+//! lanes); writes them with no lock held; then, in the order batches were taken, commits
+//! their index records and only then records each key's stored copy and settles its slot,
+//! under one shard lock. Locks: `engine` (the disk tier; held to reserve and to commit) → a
+//! shard → the queue or the segment handles; readers of spilled values take a shard lock
+//! briefly and read with no lock held.
 //! The on-disk formats and the crash-safety argument are in `docs/design.md`.
 
 // The crate docs link to the array API, which exists only with the `ndarray` feature.

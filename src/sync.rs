@@ -21,14 +21,14 @@
 #[cfg(not(shuttle))]
 pub(crate) use crate::hash::State as RandomState;
 #[cfg(not(shuttle))]
-pub(crate) use parking_lot::{Condvar, Mutex, RwLock};
+pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 #[cfg(not(shuttle))]
 pub(crate) use std::sync::{Arc, atomic};
 #[cfg(not(shuttle))]
 pub(crate) use std::thread;
 
 #[cfg(shuttle)]
-pub(crate) use model::{Condvar, Mutex, RandomState, RwLock};
+pub(crate) use model::{Condvar, Mutex, MutexGuard, RandomState, RwLock};
 #[cfg(shuttle)]
 pub(crate) use shuttle::sync::{Arc, atomic};
 #[cfg(shuttle)]
@@ -49,8 +49,12 @@ mod model {
     #[derive(Default)]
     pub(crate) struct Mutex<T: ?Sized>(shuttle::sync::Mutex<T>);
 
-    /// The guard of [`Mutex`]. It holds shuttle's guard except while a [`Condvar`] waits with it.
-    pub(crate) struct MutexGuard<'a, T: ?Sized>(Option<shuttle::sync::MutexGuard<'a, T>>);
+    /// The guard of [`Mutex`]. It holds shuttle's guard except while a [`Condvar`] waits with it
+    /// or [`MutexGuard::unlocked`] runs, and the mutex, to lock it again after `unlocked`.
+    pub(crate) struct MutexGuard<'a, T: ?Sized>(
+        Option<shuttle::sync::MutexGuard<'a, T>>,
+        &'a shuttle::sync::Mutex<T>,
+    );
 
     impl<T> Mutex<T> {
         pub(crate) fn new(value: T) -> Self {
@@ -60,7 +64,27 @@ mod model {
 
     impl<T: ?Sized> Mutex<T> {
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
-            MutexGuard(Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)))
+            MutexGuard(
+                Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)),
+                &self.0,
+            )
+        }
+    }
+
+    impl<T: ?Sized> MutexGuard<'_, T> {
+        /// Unlocks, runs `f`, locks again (also when `f` panics), as `parking_lot`'s does.
+        pub(crate) fn unlocked<U>(guard: &mut Self, f: impl FnOnce() -> U) -> U {
+            /// Locks the mutex again when dropped, so an unwinding `f` leaves the guard whole.
+            struct Relock<'g, 'a, T: ?Sized>(&'g mut MutexGuard<'a, T>);
+            impl<T: ?Sized> Drop for Relock<'_, '_, T> {
+                fn drop(&mut self) {
+                    let again = self.0.1.lock().unwrap_or_else(PoisonError::into_inner);
+                    self.0.0 = Some(again);
+                }
+            }
+            drop(guard.0.take().expect(GUARD_TAKEN));
+            let _relock = Relock(guard);
+            f()
         }
     }
 

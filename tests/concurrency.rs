@@ -1,6 +1,6 @@
 //! Many threads on one chest: 8 threads × 100,000 random operations on shared and private
-//! keys with a tiny budget, in the background-spilling mode, checked against a model; a
-//! sampler thread checks the memory bound all along.
+//! keys with a tiny budget, spilling in the background and (a second run) synchronously,
+//! checked against a model; a sampler thread checks the memory bound all along.
 
 mod common;
 
@@ -50,12 +50,24 @@ fn check(key: u64, v: &[u8]) {
 
 #[test]
 fn eight_threads_agree_with_a_model_and_the_budget_holds_throughout() {
+    eight_threads(false);
+}
+
+#[test]
+fn eight_threads_spilling_synchronously_agree_with_a_model_and_the_budget_holds_throughout() {
+    // Every evicting thread writes batches itself, side by side with the others.
+    eight_threads(true);
+}
+
+/// The stress test, spilling in the background or synchronously.
+fn eight_threads(synchronous: bool) {
     let chest: Arc<Chest<u64, Vec<u8>>> = Arc::new(
         Chest::builder()
             .budget(BUDGET)
             .in_flight_bytes(IN_FLIGHT)
             .small_value_bytes(4096)
             .segment_bytes(256 << 10)
+            .synchronous_spill(synchronous)
             .open()
             .unwrap(),
     );

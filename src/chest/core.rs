@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{Codec, Compression};
 use crate::disk::{
     DiskLoc, DiskMode, DiskTier, Fetched, KeyDigest, OpenReport, PackedLoc, Payload, Place, Reader,
-    Recovered,
+    RecordBatch, Recovered,
 };
 use crate::error::{Error, Result};
 use crate::hash::Map;
@@ -72,10 +72,18 @@ struct Files {
     generation: u64,
 }
 
-/// The disk tier and the drainer's scratch space.
+/// The disk tier, the drainers' scratch space and the order in which their batches commit.
 pub(crate) struct Engine {
     disk: DiskTier,
     scratch: Vec<u8>,
+    /// Batches ever taken from the queue; a batch's ticket is this count before it was taken.
+    issued: u64,
+    /// Batches committed (or failed): they commit in ticket order, so the batch whose ticket
+    /// equals this count is next.
+    committed: u64,
+    /// Callers waiting for every taken batch to commit (see `drain_locked`): meanwhile no
+    /// drainer takes a new batch.
+    quiescing: u32,
 }
 
 /// The options the core is built with.
@@ -104,6 +112,10 @@ pub(crate) struct Core<K: Hash + Eq, V, C> {
     work: Condvar,
     /// Signalled when jobs are done (in-flight bytes fell, errors may be waiting).
     progress: Condvar,
+    /// Waited on with `engine`: signalled when a batch commits or a quiescing caller is done.
+    turn: Condvar,
+    /// Record batches' buffers, reused by the drainers.
+    batches: Mutex<Vec<RecordBatch>>,
     /// Bytes of values in memory plus room reserved for values about to enter it. Written by
     /// callers on every insert; on a cache line of its own, so that the writer's updates of
     /// `in_flight` (and of anything else) do not take the line from them.
@@ -242,10 +254,15 @@ where
             engine: CachePadded::new(Mutex::new(Engine {
                 disk,
                 scratch: Vec::new(),
+                issued: 0,
+                committed: 0,
+                quiescing: 0,
             })),
             queue: CachePadded::new(Mutex::new(Queue::default())),
             work: Condvar::new(),
             progress: Condvar::new(),
+            turn: Condvar::new(),
+            batches: Mutex::new(Vec::new()),
             memory_bytes: CachePadded::new(AtomicU64::new(0)),
             in_flight: CachePadded::new(AtomicU64::new(0)),
             failing: AtomicBool::new(false),
@@ -376,7 +393,13 @@ where
             }
         } else {
             while self.queue.lock().done < id {
-                self.drain_batch();
+                if !self.drain_batch() {
+                    // Another drainer has the jobs left: wait for its batch to commit.
+                    let mut queue = self.queue.lock();
+                    if queue.done < id && queue.jobs.is_empty() {
+                        self.progress.wait(&mut queue);
+                    }
+                }
             }
         }
     }
@@ -638,7 +661,7 @@ where
         self.take_deferred()?;
         let previous = self.stored_at(&key);
         let written = self.encode_into(&mut engine.scratch, key_bytes, &value);
-        let Engine { disk, scratch } = &mut *engine;
+        let Engine { disk, scratch, .. } = &mut *engine;
         let loc = written.and_then(|()| {
             let loc = disk.write_value(key_bytes, scratch, self.compression, previous)?;
             disk.commit_staged().map(|()| loc)

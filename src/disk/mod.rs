@@ -46,6 +46,7 @@ pub(crate) use meta::Meta;
 pub(crate) use pending::PendingValue;
 pub(crate) use recover::{OpenReport, Recovered};
 
+pub(crate) use segment::{RecordBatch, Reservation};
 use segment::{RecordPlace, SegmentStore};
 
 /// How a chest directory is used.
@@ -583,39 +584,68 @@ impl DiskTier {
         seq
     }
 
-    /// Stores the value `encode` appends to a buffer, as [`write_value`](Self::write_value)
-    /// does its encoded bytes. With `in_place` and no compression, a small value is encoded
-    /// straight into the segment's staged batch (no copy through `raw`); otherwise it is
-    /// encoded into `raw` first (a value that turns out large is moved there). `in_place` is
-    /// only for an `encode` known to append and touch nothing else: the batch holds other
-    /// keys' records.
-    pub(crate) fn write_encoded(
+    /// Takes `n` sequence numbers in a row; returns the first. A drainer takes its batch's
+    /// numbers when it takes the batch, so that they follow queue order even when batches
+    /// are encoded and written side by side.
+    pub(crate) fn take_seqs(&mut self, n: u64) -> u64 {
+        let first = self.next_seq;
+        self.next_seq += n;
+        first
+    }
+
+    /// The size from which a value gets a file of its own instead of a segment record.
+    pub(crate) fn small_value_bytes(&self) -> u64 {
+        self.options.small_value_bytes
+    }
+
+    /// Places the records of `batch` in segments (see [`SegmentStore::reserve`]); the caller
+    /// writes them with no lock held, then [`adopt`](Self::adopt)s or abandons them and
+    /// releases the reservation with [`end_reservation`](Self::end_reservation).
+    pub(crate) fn reserve(&mut self, batch: &RecordBatch) -> Result<Reservation> {
+        self.refuse_if_read_only()?;
+        self.segments.reserve(batch)
+    }
+
+    /// Ends `reservation`. Unless its records were adopted (`adopted`), they are counted
+    /// dead: nothing will name them.
+    pub(crate) fn end_reservation(
+        &mut self,
+        reservation: &Reservation,
+        batch: &RecordBatch,
+        adopted: bool,
+    ) {
+        if !adopted {
+            self.segments.abandon(reservation, batch);
+        }
+        self.segments.release(reservation);
+    }
+
+    /// Records that the value of `key` is now the reserved record at `loc` (written), in
+    /// place of `previous`: its index record is staged, and it is counted live already.
+    pub(crate) fn adopt(&mut self, key: &[u8], loc: DiskLoc, previous: Option<DiskLoc>) {
+        self.after_put(key, loc, previous, false);
+    }
+
+    /// Stores the payload of a large value in a file of its own, as sequence number `seq`
+    /// (taken with [`take_seqs`](Self::take_seqs)), in place of `previous`.
+    pub(crate) fn store_file(
         &mut self,
         key: &[u8],
-        compression: Compression,
+        payload: &[u8],
+        raw_len: u64,
+        compressed: bool,
+        seq: u64,
         previous: Option<DiskLoc>,
-        raw: &mut Vec<u8>,
-        in_place: bool,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
     ) -> Result<DiskLoc> {
         self.refuse_if_read_only()?;
-        if !in_place || compression != Compression::None || key.len() > segment::MAX_KEY_LEN {
-            raw.clear();
-            encode(raw)?;
-            return self.write_value(key, raw, compression, previous);
-        }
-        let seq = self.take_seq();
-        let below = usize::try_from(self.options.small_value_bytes).unwrap_or(usize::MAX);
-        let Some((place, len)) = self.segments.stage_encoded(key, seq, below, raw, encode)? else {
-            return self.write_value(key, raw, compression, previous);
-        };
+        self.write_value_file(key, payload, raw_len, compressed, seq)?;
         let loc = DiskLoc {
-            place: Place::Segment(place),
+            place: Place::File,
             seq,
-            raw_len: len,
-            stored_len: len,
+            raw_len,
+            stored_len: payload.len() as u64,
         };
-        self.after_put(key, loc, previous);
+        self.after_put(key, loc, previous, true);
         Ok(loc)
     }
 
@@ -661,7 +691,7 @@ impl DiskTier {
             raw_len: raw.len() as u64,
             stored_len,
         };
-        self.after_put(key, loc, previous);
+        self.after_put(key, loc, previous, true);
         Ok(loc)
     }
 
@@ -691,13 +721,17 @@ impl DiskTier {
             place: Place::Segment(new_place),
             ..loc
         };
-        self.after_put(key, new, Some(loc));
+        self.after_put(key, new, Some(loc), true);
         Ok(new)
     }
 
-    /// Bookkeeping after a value was stored at `loc` in place of `previous`.
-    fn after_put(&mut self, key: &[u8], loc: DiskLoc, previous: Option<DiskLoc>) {
-        if let Place::Segment(p) = loc.place {
+    /// Bookkeeping after a value was stored at `loc` in place of `previous`. A staged segment
+    /// record (`staged`) is counted dead again if the staged writes are discarded; a reserved
+    /// one's reservation does that.
+    fn after_put(&mut self, key: &[u8], loc: DiskLoc, previous: Option<DiskLoc>, staged: bool) {
+        if let Place::Segment(p) = loc.place
+            && staged
+        {
             self.pending_live
                 .push((p.segment, segment::record_len(key.len(), loc.stored_len)));
         }
@@ -809,7 +843,7 @@ impl DiskTier {
             stored_len: payload_len,
         };
         let key = pending.key.clone();
-        self.after_put(&key, loc, previous);
+        self.after_put(&key, loc, previous, true);
         self.commit_staged()?;
         Ok(loc)
     }
@@ -843,8 +877,9 @@ impl DiskTier {
 
     /// Removes `key`'s stored value. A value file is deleted at once (before its Remove record,
     /// so a crash between the two leaves an index entry whose file is missing, which open
-    /// drops); a segment record gets a staged tombstone.
-    pub(crate) fn remove_value(&mut self, key: &[u8], previous: DiskLoc) -> Result<()> {
+    /// drops); a segment record gets a staged tombstone of sequence number `seq` (taken with
+    /// [`take_seqs`](Self::take_seqs)).
+    pub(crate) fn remove_value(&mut self, key: &[u8], previous: DiskLoc, seq: u64) -> Result<()> {
         self.refuse_if_read_only()?;
         match previous.place {
             Place::File => {
@@ -861,7 +896,6 @@ impl DiskTier {
                 }
             }
             Place::Segment(p) => {
-                let seq = self.take_seq();
                 self.segments
                     .stage(segment::KIND_TOMBSTONE, key, seq, &[], 0, false)?;
                 self.pending_dead.push((

@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -267,6 +268,151 @@ fn identity_of(file: &File, path: &Path) -> Result<(u64, u64)> {
     Ok(io::identity(&meta))
 }
 
+/// The most staged bytes whose room is kept after they are written.
+const STAGED_KEPT: usize = 8 << 20;
+
+/// Records encoded away from the store, back to back, for [`SegmentStore::reserve`] to place
+/// and [`Reservation::write`] to write: a drainer fills one holding no lock.
+#[derive(Debug, Default)]
+pub(crate) struct RecordBatch {
+    bytes: Vec<u8>,
+    /// Each record's start and length in `bytes`.
+    records: Vec<(usize, usize)>,
+}
+
+impl RecordBatch {
+    /// Empties the batch, keeping its room.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+    }
+
+    /// Number of records.
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The key of record `i`.
+    pub(crate) fn key(&self, i: usize) -> &[u8] {
+        let (start, _) = self.records[i];
+        let header = &self.bytes[start..start + RECORD_HEADER_LEN];
+        let key_len = u16::from_le_bytes([header[2], header[3]]) as usize;
+        &self.bytes[start + RECORD_HEADER_LEN..start + RECORD_HEADER_LEN + key_len]
+    }
+
+    /// Bytes of record `i`.
+    pub(crate) fn record_len(&self, i: usize) -> usize {
+        self.records[i].1
+    }
+
+    /// Appends a record (see [`encode_record`]); returns its number.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn push(
+        &mut self,
+        kind: u8,
+        key: &[u8],
+        seq: u64,
+        payload: &[u8],
+        raw_len: u64,
+        compressed: bool,
+    ) -> usize {
+        let start = self.bytes.len();
+        encode_record(
+            &mut self.bytes,
+            kind,
+            key,
+            seq,
+            payload,
+            raw_len,
+            compressed,
+        );
+        self.records.push((start, self.bytes.len() - start));
+        self.records.len() - 1
+    }
+
+    /// Appends an uncompressed value record whose payload `encode` appends in place, with no
+    /// copy through another buffer; returns its number and the payload's length. A payload
+    /// of `below` bytes or more is not kept: it is moved to `spill` and `None` returned (the
+    /// caller gives it a value file). An encoding error leaves the batch as it was; an
+    /// encoder that cut into the batch instead of appending empties it and is an error (the
+    /// caller fails the batch).
+    pub(crate) fn push_encoded(
+        &mut self,
+        key: &[u8],
+        seq: u64,
+        below: usize,
+        spill: &mut Vec<u8>,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<Option<(usize, u64)>> {
+        debug_assert!(key.len() <= MAX_KEY_LEN);
+        let start = self.bytes.len();
+        self.bytes.resize(start + RECORD_HEADER_LEN, 0);
+        self.bytes.extend_from_slice(key);
+        let payload_start = self.bytes.len();
+        if let Err(e) = encode(&mut self.bytes) {
+            self.bytes.truncate(start);
+            return Err(e);
+        }
+        let Some(payload_len) = self.bytes.len().checked_sub(payload_start) else {
+            self.clear();
+            return Err(Error::Corrupt {
+                path: PathBuf::new(),
+                reason: "a value's encoder shortened the batch".into(),
+            });
+        };
+        if payload_len >= below.min(MAX_PAYLOAD_LEN + 1) {
+            spill.clear();
+            spill.extend_from_slice(&self.bytes[payload_start..]);
+            self.bytes.truncate(start);
+            return Ok(None);
+        }
+        let raw_len = payload_len as u64;
+        seal_record(
+            &mut self.bytes[start..],
+            KIND_VALUE,
+            key.len(),
+            seq,
+            raw_len,
+            false,
+        );
+        self.records.push((start, self.bytes.len() - start));
+        Ok(Some((self.records.len() - 1, raw_len)))
+    }
+}
+
+/// Where [`SegmentStore::reserve`] placed a batch's records, and the writes that put them
+/// there.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    lane: usize,
+    dir: PathBuf,
+    /// Each record's place, in batch order.
+    pub(crate) places: Vec<RecordPlace>,
+    writes: Vec<PlannedWrite>,
+}
+
+/// One write of a reservation: a run of the batch's bytes to one place in one segment.
+#[derive(Debug)]
+struct PlannedWrite {
+    segment: u32,
+    file: Arc<File>,
+    offset: u64,
+    range: Range<usize>,
+}
+
+impl Reservation {
+    /// Writes `batch`'s records to their places (one write per segment touched). Needs no
+    /// access to the store: the reserved bytes are this reservation's alone.
+    pub(crate) fn write(&self, batch: &RecordBatch) -> Result<()> {
+        for w in &self.writes {
+            io::hook(io::Op::Write)
+                .and_then(|()| w.file.write_all_at(&batch.bytes[w.range.clone()], w.offset))
+                .map_err(|e| Error::io(self.dir.join(file_name(w.segment)), "write segment", e))?;
+        }
+        Ok(())
+    }
+}
+
 /// Where a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct RecordPlace {
@@ -274,16 +420,26 @@ pub(crate) struct RecordPlace {
     pub(crate) offset: u64,
 }
 
-/// All segment files of a chest, one of them active (appended to).
+/// Segments appended to at once: batches written side by side go to different files (a
+/// file system takes a file's lock for each buffered write, so writes to one file queue).
+pub(crate) const LANES: usize = 2;
+
+/// All segment files of a chest. Up to [`LANES`] of them are open for appending, one per
+/// lane; lane 0's also takes the records staged under the disk tier's lock.
 #[derive(Debug)]
 pub(crate) struct SegmentStore {
     dir: PathBuf,
     segments: BTreeMap<u32, Segment>,
-    active: Option<u32>,
-    /// Bytes appended to the active segment but not yet written to the file.
+    /// Each lane's segment, appended to (lane 0 is the "active" segment of staged records).
+    lanes: [Option<u32>; LANES],
+    /// Reservations not yet released, per lane.
+    lane_busy: [u32; LANES],
+    /// Reservations not yet released, per segment: such a segment is never compacted away.
+    reserved: BTreeMap<u32, u32>,
+    /// Bytes appended to lane 0's segment but not yet written to the file.
     staged: Vec<u8>,
-    /// The active segment's length in the file (where `staged` begins).
-    written_len: u64,
+    /// Where in lane 0's segment `staged` begins (meaningful while it holds bytes).
+    staged_at: u64,
     max_segment_bytes: u64,
     /// Segments written since the last sync.
     unsynced: Vec<u32>,
@@ -325,9 +481,11 @@ impl SegmentStore {
         Ok(SegmentStore {
             dir: dir.to_path_buf(),
             segments,
-            active: None,
+            lanes: [None; LANES],
+            lane_busy: [0; LANES],
+            reserved: BTreeMap::new(),
             staged: Vec::new(),
-            written_len: 0,
+            staged_at: 0,
             max_segment_bytes,
             unsynced: Vec::new(),
             created: false,
@@ -360,8 +518,12 @@ impl SegmentStore {
         })
     }
 
-    fn start_segment(&mut self) -> Result<u32> {
-        self.write_staged()?;
+    /// Creates the next segment file, its header written, as the segment of `lane` (the
+    /// segment the lane had is sealed: nothing more is appended to it).
+    fn start_segment(&mut self, lane: usize) -> Result<u32> {
+        if lane == 0 {
+            self.write_staged()?;
+        }
         let id = self.segments.keys().next_back().map_or(1, |last| last + 1);
         let path = self.path_of(id);
         io::create_dir(&self.dir)?;
@@ -374,25 +536,141 @@ impl SegmentStore {
                     .open(&path)
             })
             .map_err(|e| Error::io(&path, "create segment", e))?;
+        let header = io::hook(io::Op::Write).and_then(|()| file.write_all_at(&file_header(id), 0));
+        if let Err(e) = header {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(Error::io(&path, "write segment header", e));
+        }
         self.segments.insert(
             id,
             Segment {
                 identity: identity_of(&file, &path)?,
                 file: Arc::new(file),
-                len: 0,
+                len: FILE_HEADER_LEN,
                 live_bytes: 0,
             },
         );
-        self.active = Some(id);
+        self.lanes[lane] = Some(id);
         self.created = true;
         self.generation = next_generation();
-        self.written_len = 0;
-        self.staged.extend_from_slice(&file_header(id));
-        if let Some(s) = self.segments.get_mut(&id) {
-            s.len = FILE_HEADER_LEN;
-        }
         self.unsynced.push(id);
         Ok(id)
+    }
+
+    /// True when a record of `len` bytes fits in `lane`'s segment (an empty one takes any).
+    fn fits(&self, lane: usize, len: u64) -> bool {
+        self.lanes[lane]
+            .and_then(|id| self.segments.get(&id))
+            .is_some_and(|s| s.len + len <= self.max_segment_bytes || s.len == FILE_HEADER_LEN)
+    }
+
+    /// Claims the next `len` bytes of `lane`'s segment, which has room (see [`fits`]).
+    ///
+    /// [`fits`]: Self::fits
+    fn claim(&mut self, lane: usize, len: u64, kind: u8) -> Result<RecordPlace> {
+        let id = self.lanes[lane].ok_or_else(|| Error::corrupt(&self.dir, "no active segment"))?;
+        let segment = self
+            .segments
+            .get_mut(&id)
+            .ok_or_else(|| Error::corrupt(&self.dir, "active segment vanished"))?;
+        let offset = segment.len;
+        segment.len += len;
+        if kind == KIND_VALUE {
+            segment.live_bytes += len;
+        }
+        if !self.unsynced.contains(&id) {
+            self.unsynced.push(id);
+        }
+        Ok(RecordPlace {
+            segment: id,
+            offset,
+        })
+    }
+
+    /// Places every record of `batch` (encoded without this store) in the segment of the
+    /// least busy lane, starting new segments as they fill, and returns the places and the
+    /// writes that put the bytes there: [`Reservation::write`] needs no access to the store,
+    /// so it runs without the disk tier's lock. Until [`release`](Self::release), no segment
+    /// the reservation touches is compacted away. Staged records must have been written.
+    pub(crate) fn reserve(&mut self, batch: &RecordBatch) -> Result<Reservation> {
+        debug_assert!(self.staged.is_empty());
+        let lane = (0..LANES).min_by_key(|&l| self.lane_busy[l]).unwrap_or(0);
+        let mut reservation = Reservation {
+            lane,
+            dir: self.dir.clone(),
+            places: Vec::with_capacity(batch.records.len()),
+            writes: Vec::new(),
+        };
+        self.lane_busy[lane] += 1;
+        for &(start, len) in &batch.records {
+            let placed = (|| {
+                if !self.fits(lane, len as u64) {
+                    self.start_segment(lane)?;
+                }
+                self.claim(lane, len as u64, KIND_VALUE)
+            })();
+            let place = match placed {
+                Ok(place) => place,
+                Err(e) => {
+                    // What was placed is counted dead, and nothing stays reserved.
+                    self.abandon(&reservation, batch);
+                    self.release(&reservation);
+                    return Err(e);
+                }
+            };
+            match reservation.writes.last_mut() {
+                Some(w) if w.segment == place.segment && w.range.end == start => {
+                    w.range.end = start + len;
+                }
+                _ => {
+                    let file = self.segments.get(&place.segment).map(|s| s.file.clone());
+                    let file = file.ok_or_else(|| Error::corrupt(&self.dir, "segment vanished"))?;
+                    *self.reserved.entry(place.segment).or_default() += 1;
+                    reservation.writes.push(PlannedWrite {
+                        segment: place.segment,
+                        file,
+                        offset: place.offset,
+                        range: start..start + len,
+                    });
+                }
+            }
+            reservation.places.push(place);
+        }
+        Ok(reservation)
+    }
+
+    /// Counts every record of `reservation` dead: its bytes will never be referred to (the
+    /// write failed, or the batch did not commit). Where they are the last bytes of their
+    /// segment, the segment is cut back to where they began, so that a failed write leaves no
+    /// unreadable bytes behind. (When a batch reserved after it was written, its bytes stay:
+    /// dead, and unreadable if the write failed. No entry refers to them.)
+    pub(crate) fn abandon(&mut self, reservation: &Reservation, batch: &RecordBatch) {
+        for (place, &(_, len)) in reservation.places.iter().zip(&batch.records) {
+            self.mark_dead(place.segment, len as u64);
+        }
+        for w in reservation.writes.iter().rev() {
+            if let Some(segment) = self.segments.get_mut(&w.segment)
+                && segment.len == w.offset + w.range.len() as u64
+            {
+                segment.len = w.offset;
+                let _ = segment.file.set_len(w.offset);
+            }
+        }
+    }
+
+    /// Ends `reservation`: its segments may be compacted again, its lane is free.
+    pub(crate) fn release(&mut self, reservation: &Reservation) {
+        let busy = &mut self.lane_busy[reservation.lane];
+        *busy = busy.saturating_sub(1);
+        for w in &reservation.writes {
+            if let Some(n) = self.reserved.get_mut(&w.segment) {
+                *n -= 1;
+                if *n == 0 {
+                    self.reserved.remove(&w.segment);
+                }
+            }
+        }
     }
 
     /// Stages a record for the active segment (starting a new one when it is full) and returns
@@ -420,91 +698,32 @@ impl SegmentStore {
         self.place_last(start, kind)
     }
 
-    /// Stages an uncompressed value record whose payload `encode` appends in place, with no
-    /// copy through another buffer; returns its place and the payload's length. A payload of
-    /// `below` bytes or more is not staged: it is moved to `spill` and `None` returned (the
-    /// caller gives it a value file). An encoding error leaves nothing staged.
-    pub(crate) fn stage_encoded(
-        &mut self,
-        key: &[u8],
-        seq: u64,
-        below: usize,
-        spill: &mut Vec<u8>,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
-    ) -> Result<Option<(RecordPlace, u64)>> {
-        debug_assert!(key.len() <= MAX_KEY_LEN);
-        let start = self.staged.len();
-        self.staged.resize(start + RECORD_HEADER_LEN, 0);
-        self.staged.extend_from_slice(key);
-        let payload_start = self.staged.len();
-        if let Err(e) = encode(&mut self.staged) {
-            self.staged.truncate(start);
-            return Err(e);
-        }
-        let Some(payload_len) = self.staged.len().checked_sub(payload_start) else {
-            // The encoder cut into the batch instead of appending: what was staged is lost,
-            // and the caller discards the batch.
-            self.staged.clear();
-            return Err(Error::corrupt(
-                &self.dir,
-                "a value's encoder shortened the batch",
-            ));
-        };
-        if payload_len >= below.min(MAX_PAYLOAD_LEN + 1) {
-            spill.clear();
-            spill.extend_from_slice(&self.staged[payload_start..]);
-            self.staged.truncate(start);
-            return Ok(None);
-        }
-        let record = &mut self.staged[start..];
-        let raw_len = payload_len as u64;
-        seal_record(record, KIND_VALUE, key.len(), seq, raw_len, false);
-        let place = self.place_last(start, KIND_VALUE)?;
-        Ok(Some((place, raw_len)))
-    }
-
     /// Gives the record staged last (from `start` to the end of the staged bytes) its place:
-    /// in the active segment when it fits there, else first in a new segment.
+    /// in lane 0's segment when it fits there, else first in a new segment.
     fn place_last(&mut self, start: usize, kind: u8) -> Result<RecordPlace> {
         let len = (self.staged.len() - start) as u64;
-        let fits = self
-            .active
-            .and_then(|id| self.segments.get(&id))
-            .is_some_and(|s| s.len + len <= self.max_segment_bytes || s.len == FILE_HEADER_LEN);
-        if !fits {
+        let mut start = start;
+        if !self.fits(0, len) {
             // The records before it go to the segment that was active; it goes first in the
             // next one (a copy once per segment).
             let record = self.staged.split_off(start);
-            self.start_segment()?;
+            self.start_segment(0)?;
             self.staged.extend_from_slice(&record);
+            start = 0;
         }
-        let active = self
-            .active
-            .ok_or_else(|| Error::corrupt(&self.dir, "no active segment"))?;
-        let segment = self
-            .segments
-            .get_mut(&active)
-            .ok_or_else(|| Error::corrupt(&self.dir, "active segment vanished"))?;
-        let offset = segment.len;
-        segment.len += len;
-        if kind == KIND_VALUE {
-            segment.live_bytes += len;
+        let place = self.claim(0, len, kind)?;
+        if start == 0 {
+            self.staged_at = place.offset;
         }
-        if !self.unsynced.contains(&active) {
-            self.unsynced.push(active);
-        }
-        Ok(RecordPlace {
-            segment: active,
-            offset,
-        })
+        Ok(place)
     }
 
-    /// Writes staged records to the active segment with one write.
+    /// Writes staged records to lane 0's segment with one write.
     pub(crate) fn write_staged(&mut self) -> Result<()> {
         if self.staged.is_empty() {
             return Ok(());
         }
-        let Some(id) = self.active else {
+        let Some(id) = self.lanes[0] else {
             self.staged.clear();
             return Ok(());
         };
@@ -514,31 +733,26 @@ impl SegmentStore {
             .get_mut(&id)
             .ok_or_else(|| Error::corrupt(&path, "active segment vanished"))?;
         let written = io::hook(io::Op::Write)
-            .and_then(|()| segment.file.write_all_at(&self.staged, self.written_len));
+            .and_then(|()| segment.file.write_all_at(&self.staged, self.staged_at));
         if let Err(e) = written {
             return Err(Error::io(&path, "write segment", e));
         }
-        self.written_len += self.staged.len() as u64;
         self.staged.clear();
+        // A compaction can stage a whole segment's records: do not keep that much around.
+        self.staged.shrink_to(STAGED_KEPT);
         Ok(())
     }
 
-    /// Forgets staged records after a failed write: the active segment ends where its written
-    /// bytes end. Records staged since the last write must no longer be referenced.
+    /// Forgets staged records after a failed write: lane 0's segment ends where they began.
+    /// Records staged since the last write must no longer be referenced. (Reservations are
+    /// never made while records are staged, so none lies past them.)
     pub(crate) fn discard_staged(&mut self) {
-        if let Some(id) = self.active
+        if !self.staged.is_empty()
+            && let Some(id) = self.lanes[0]
             && let Some(segment) = self.segments.get_mut(&id)
         {
-            segment.len = self.written_len.max(FILE_HEADER_LEN);
-            let _ = segment.file.set_len(self.written_len);
-            if self.written_len < FILE_HEADER_LEN {
-                // The header itself never reached the file: start afresh next time.
-                self.active = None;
-                let path = self.path_of(id);
-                self.segments.remove(&id);
-                self.generation = next_generation();
-                let _ = std::fs::remove_file(path);
-            }
+            segment.len = self.staged_at;
+            let _ = segment.file.set_len(self.staged_at);
         }
         self.staged.clear();
     }
@@ -557,8 +771,8 @@ impl SegmentStore {
             ));
         }
         let mut buf = vec![0u8; len as usize];
-        let staged_from = if self.active == Some(place.segment) {
-            self.written_len
+        let staged_from = if self.lanes[0] == Some(place.segment) && !self.staged.is_empty() {
+            self.staged_at
         } else {
             u64::MAX
         };
@@ -588,12 +802,13 @@ impl SegmentStore {
         Ok(created)
     }
 
-    /// Sealed segments whose live bytes are under half their length, emptiest first.
+    /// Sealed segments whose live bytes are under half their length, emptiest first. No
+    /// lane's segment, and none that a reservation is writing.
     pub(crate) fn compaction_candidates(&self) -> Vec<u32> {
         let mut out: Vec<(u32, f64)> = self
             .segments
             .iter()
-            .filter(|(id, _)| Some(**id) != self.active)
+            .filter(|(id, _)| !self.lanes.contains(&Some(**id)) && !self.reserved.contains_key(id))
             .filter(|(_, s)| s.live_bytes * 2 < s.len.saturating_sub(FILE_HEADER_LEN))
             .map(|(id, s)| (*id, s.live_bytes as f64 / s.len.max(1) as f64))
             .collect();
@@ -603,9 +818,13 @@ impl SegmentStore {
 
     /// Deletes segment `id`, whose records must no longer be referenced.
     pub(crate) fn remove_segment(&mut self, id: u32) -> Result<()> {
-        if self.active == Some(id) {
+        if self.lanes[0] == Some(id) {
             self.write_staged()?;
-            self.active = None;
+        }
+        for lane in &mut self.lanes {
+            if *lane == Some(id) {
+                *lane = None;
+            }
         }
         self.segments.remove(&id);
         self.generation = next_generation();
@@ -613,11 +832,11 @@ impl SegmentStore {
         io::remove_file(&self.path_of(id))
     }
 
-    /// Seals the active segment, so the next record starts a new one (full compaction, which
-    /// may rewrite the segment that was active).
+    /// Seals every lane's segment, so the next record starts a new one (full compaction,
+    /// which may rewrite the segments that were open).
     pub(crate) fn seal(&mut self) -> Result<()> {
         self.write_staged()?;
-        self.active = None;
+        self.lanes = [None; LANES];
         Ok(())
     }
 
@@ -680,8 +899,7 @@ impl SegmentStore {
                 .map_err(|e| Error::io(&path, "truncate torn segment tail", e))?;
             segment.len = valid_end;
         }
-        self.active = Some(id);
-        self.written_len = valid_end;
+        self.lanes[0] = Some(id);
         Ok(())
     }
 
@@ -879,75 +1097,89 @@ mod tests {
     #[test]
     fn records_encoded_in_place_are_the_records_staged_from_a_buffer() {
         let dir = tempfile::tempdir().unwrap();
-        let mut copied =
-            SegmentStore::open(&dir.path().join("copied"), &[], 1 << 20, true).unwrap();
-        let mut in_place =
-            SegmentStore::open(&dir.path().join("in_place"), &[], 1 << 20, true).unwrap();
+        let mut staged =
+            SegmentStore::open(&dir.path().join("staged"), &[], 1 << 20, true).unwrap();
+        let mut reserved =
+            SegmentStore::open(&dir.path().join("reserved"), &[], 1 << 20, true).unwrap();
+        let (mut copied, mut in_place) = (RecordBatch::default(), RecordBatch::default());
         let mut spill = Vec::new();
+        let mut places = Vec::new();
         for (seq, len) in [(1u64, 0usize), (2, 1), (3, 100), (4, 483), (5, 5000)] {
             let payload: Vec<u8> = (0..len).map(|i| (i * 7 + seq as usize) as u8).collect();
-            let a = copied
-                .stage(KIND_VALUE, b"key", seq, &payload, len as u64, false)
-                .unwrap();
-            let staged = in_place.stage_encoded(b"key", seq, 1 << 16, &mut spill, |out| {
+            places.push(
+                staged
+                    .stage(KIND_VALUE, b"key", seq, &payload, len as u64, false)
+                    .unwrap(),
+            );
+            let n = copied.push(KIND_VALUE, b"key", seq, &payload, len as u64, false);
+            let pushed = in_place.push_encoded(b"key", seq, 1 << 16, &mut spill, |out| {
                 out.extend_from_slice(&payload);
                 Ok(())
             });
-            let (b, stored) = staged.unwrap().expect("under the limit: staged");
-            assert_eq!((a, stored), (b, len as u64));
-            assert_eq!(staged_payload(&in_place, b, b"key", stored), payload);
+            assert_eq!(pushed.unwrap(), Some((n, len as u64)));
+            assert_eq!(in_place.key(n), b"key");
+            assert_eq!(in_place.record_len(n) as u64, record_len(3, len as u64));
         }
-        assert_eq!(copied.staged, in_place.staged, "byte for byte");
-        assert_eq!(copied.live_bytes(), in_place.live_bytes());
+        assert_eq!(copied.bytes, in_place.bytes, "byte for byte");
+        // Placed and written, the batch's records are where staging put the same records.
+        let reservation = reserved.reserve(&in_place).unwrap();
+        assert_eq!(reservation.places, places);
+        reservation.write(&in_place).unwrap();
+        reserved.release(&reservation);
+        staged.write_staged().unwrap();
+        assert_eq!(staged.live_bytes(), reserved.live_bytes());
+        let read = |store: &SegmentStore| std::fs::read(store.path_of(places[0].segment)).unwrap();
+        assert_eq!(read(&staged), read(&reserved));
+        assert_eq!(scan(&read(&reserved), |_, _| {}).unwrap(), None);
     }
 
     #[test]
-    fn in_place_encoding_that_is_too_large_or_fails_leaves_nothing_staged() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = SegmentStore::open(dir.path(), &[], 1 << 20, true).unwrap();
-        let a = store
-            .stage(KIND_VALUE, b"a", 1, &[1; 10], 10, false)
-            .unwrap();
-        let before = store.staged.clone();
+    fn in_place_encoding_that_is_too_large_or_fails_leaves_the_batch_as_it_was() {
+        let mut batch = RecordBatch::default();
+        batch.push(KIND_VALUE, b"a", 1, &[1; 10], 10, false);
+        let before = batch.bytes.clone();
         let mut spill = vec![9; 3];
-        let large = store.stage_encoded(b"big", 2, 100, &mut spill, |out| {
+        let large = batch.push_encoded(b"big", 2, 100, &mut spill, |out| {
             out.extend_from_slice(&[5; 100]);
             Ok(())
         });
         assert!(large.unwrap().is_none(), "100 bytes is not under 100");
         assert_eq!(spill, vec![5; 100], "the payload moved out, nothing else");
-        assert_eq!(store.staged, before);
-        let failed = store.stage_encoded(b"bad", 3, 100, &mut spill, |out| {
+        assert_eq!((batch.bytes.clone(), batch.len()), (before.clone(), 1));
+        let failed = batch.push_encoded(b"bad", 3, 100, &mut spill, |out| {
             out.extend_from_slice(&[6; 40]);
             Err(Error::corrupt("x", "cannot encode"))
         });
         assert!(failed.is_err());
-        assert_eq!(store.staged, before);
-        assert_eq!(store.live_bytes(), record_len(1, 10));
-        assert_eq!(staged_payload(&store, a, b"a", 10), vec![1; 10]);
+        assert_eq!((batch.bytes.clone(), batch.len()), (before, 1));
+        // An encoder that cuts into the batch empties it: the caller fails the batch.
+        let cut = batch.push_encoded(b"cut", 4, 100, &mut spill, |out| {
+            out.clear();
+            Ok(())
+        });
+        assert!(matches!(cut, Err(Error::Corrupt { .. })));
+        assert_eq!(batch.len(), 0);
     }
 
     #[test]
-    fn a_record_encoded_in_place_that_does_not_fit_starts_the_next_segment() {
+    fn a_reserved_record_that_does_not_fit_starts_the_next_segment() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SegmentStore::open(dir.path(), &[], 200, true).unwrap();
-        let mut spill = Vec::new();
-        let mut stage = |store: &mut SegmentStore, key: &[u8], seq, fill: u8| {
-            let staged = store.stage_encoded(key, seq, 1 << 16, &mut spill, |out| {
-                out.extend_from_slice(&[fill; 60]);
-                Ok(())
-            });
-            staged.unwrap().unwrap().0
+        let mut batch = RecordBatch::default();
+        for (key, seq, fill) in [(b"a", 1, 1u8), (b"b", 2, 2), (b"c", 3, 3)] {
+            batch.push(KIND_VALUE, key, seq, &[fill; 60], 60, false);
+        }
+        let reservation = store.reserve(&batch).unwrap();
+        let [a, b, c] = reservation.places[..] else {
+            panic!("three places")
         };
-        let a = stage(&mut store, b"a", 1, 1);
-        let b = stage(&mut store, b"b", 2, 2);
         assert_eq!(a.segment, b.segment);
         // 16 + 2 x 89 bytes: a third record does not fit in 200.
-        let c = stage(&mut store, b"c", 3, 3);
         assert_ne!(c.segment, a.segment);
         assert_eq!(c.offset, FILE_HEADER_LEN, "first in the new segment");
         assert_eq!(store.count(), 2);
-        store.write_staged().unwrap();
+        reservation.write(&batch).unwrap();
+        store.release(&reservation);
         for (place, key, fill) in [(a, b"a", 1u8), (b, b"b", 2), (c, b"c", 3)] {
             assert_eq!(staged_payload(&store, place, key, 60), vec![fill; 60]);
         }
@@ -956,5 +1188,58 @@ mod tests {
             let bytes = std::fs::read(store.path_of(id)).unwrap();
             assert_eq!(scan(&bytes, |_, _| {}).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn batches_reserved_side_by_side_go_to_different_segments_that_stay_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SegmentStore::open(dir.path(), &[], 1 << 20, true).unwrap();
+        let batch = |key: &[u8], seq| {
+            let mut b = RecordBatch::default();
+            b.push(KIND_VALUE, key, seq, &[seq as u8; 50], 50, false);
+            b
+        };
+        let (first, second) = (batch(b"x", 1), batch(b"y", 2));
+        let r1 = store.reserve(&first).unwrap();
+        let r2 = store.reserve(&second).unwrap();
+        assert_ne!(r1.places[0].segment, r2.places[0].segment, "one lane each");
+        // The second is written first: the writes need no access to the store.
+        r2.write(&second).unwrap();
+        r1.write(&first).unwrap();
+        // Staged records go to lane 0, after what was reserved there.
+        let staged = store
+            .stage(KIND_VALUE, b"z", 3, &[3; 50], 50, false)
+            .unwrap();
+        assert_eq!(staged.segment, r1.places[0].segment);
+        assert!(staged.offset > r1.places[0].offset);
+        store.write_staged().unwrap();
+        // Lane 1's segment, dead and sealed, is no candidate while its reservation lasts.
+        store.release(&r1);
+        // Lane 1's record is overwritten meanwhile (dead) and the lane moves on.
+        store.mark_dead(r2.places[0].segment, record_len(1, 50));
+        store.lanes[1] = None;
+        assert!(store.compaction_candidates().is_empty());
+        store.release(&r2);
+        assert_eq!(store.compaction_candidates(), vec![r2.places[0].segment]);
+        for (place, key, seq) in [(r1.places[0], b"x", 1u8), (staged, b"z", 3)] {
+            assert_eq!(staged_payload(&store, place, key, 50), vec![seq; 50]);
+        }
+        let lane0 = std::fs::read(store.path_of(staged.segment)).unwrap();
+        assert_eq!(
+            scan(&lane0, |_, _| {}).unwrap(),
+            None,
+            "no hole, no torn tail"
+        );
+        // A batch abandoned (its write failed) while last in its segment is cut off.
+        let third = batch(b"w", 4);
+        let r3 = store.reserve(&third).unwrap();
+        let (segment, before) = (r3.places[0].segment, r3.places[0].offset);
+        let live = store.live_bytes();
+        store.abandon(&r3, &third);
+        store.release(&r3);
+        assert_eq!(store.live_bytes(), live - record_len(1, 50));
+        let len = std::fs::metadata(store.path_of(segment)).unwrap().len();
+        assert_eq!(len, before, "nothing unreadable left behind");
+        assert!(!store.contains(r3.places[0], record_len(1, 50)));
     }
 }

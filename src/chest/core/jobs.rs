@@ -1,11 +1,12 @@
-//! The queue of disk work and its drainer: the background writer thread, or with synchronous
-//! spilling the caller that needs its work done.
+//! The queue of disk work and its drainers: the background writer thread, or with synchronous
+//! spilling the callers that need their work done.
 //!
-//! Jobs are taken in batches, in queue order, by one drainer at a time (holding `engine`).
-//! Values are encoded and staged, the batch is committed with one write per file, the disk
-//! index is updated, and only then do the slots learn the outcome: an evicted value becomes
-//! `Disk`, or goes back to memory when its write failed; the error is kept for the next
-//! operation.
+//! Jobs are taken in batches, in queue order. A drainer takes a batch and its ticket under
+//! `engine`, encodes it and writes its records with `engine` released (so drainers work side
+//! by side), and commits it under `engine` once every batch taken before it has committed:
+//! the disk index is updated, and only then do the slots learn the outcome: an evicted value
+//! becomes `Disk`, or goes back to memory when its write failed; the error is kept for the
+//! next operation. `docs/design.md` ("Threads and background spilling") has the steps.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
@@ -14,13 +15,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Core, Engine, bump};
-use crate::codec::{Bincode, Codec};
-use crate::disk::{DiskLoc, Place};
+use crate::codec::{Bincode, Codec, Compression};
+use crate::disk::{DiskLoc, Place, RecordBatch, Reservation, segment};
 use crate::error::{Error, Result, panic_text};
 use crate::hash::Map;
 use crate::memory::{Held, MemoryTier, Slot, Stored};
-use crate::sync::Arc;
 use crate::sync::atomic::Ordering;
+use crate::sync::{Arc, MutexGuard};
 
 /// One change for the disk.
 pub(crate) enum Job<K, V> {
@@ -86,7 +87,7 @@ impl<K, V> Default for Queue<K, V> {
 
 /// The most a batch takes: jobs, and bytes of values.
 const BATCH_JOBS: usize = 4096;
-const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_BYTES: u64 = 1 << 20;
 
 /// What happened to one job of a batch.
 #[derive(Clone, Copy)]
@@ -94,6 +95,41 @@ enum Outcome {
     Written,
     Skipped,
     Failed,
+}
+
+/// What encoding made of each job of a batch, for its commit.
+enum Item {
+    /// A put no longer wanted (its slot moved on).
+    Skip,
+    /// A put whose value could not be encoded.
+    Failed,
+    /// A put encoded as record number `record` of the batch.
+    Record { record: usize, raw_len: u64 },
+    /// A put of a large value, for a file of its own: the encoded key and the payload.
+    File {
+        key: Vec<u8>,
+        payload: Vec<u8>,
+        raw_len: u64,
+        compressed: bool,
+    },
+    /// A removal (done at the commit, which knows the stored copy).
+    Remove,
+}
+
+/// A batch's jobs as encoding left them.
+struct Prepared {
+    items: Vec<Item>,
+    /// The first value that could not be encoded.
+    first_error: Option<Error>,
+}
+
+/// Runs `f` with `engine` released when `unlock`, else holding it.
+fn unlocked_if<T>(engine: &mut MutexGuard<'_, Engine>, unlock: bool, f: impl FnOnce() -> T) -> T {
+    if unlock {
+        MutexGuard::unlocked(engine, f)
+    } else {
+        f()
+    }
 }
 
 impl<K, V, C> Core<K, V, C>
@@ -124,18 +160,34 @@ where
         self.work.notify_all();
     }
 
-    /// Processes one batch; false when the queue was empty.
+    /// Processes one batch; false when the queue was empty. The batch is encoded and written
+    /// without `engine` held, so several drainers (the writer thread and callers spilling
+    /// synchronously) work side by side; only placing the records and committing them takes
+    /// the lock, and batches commit in the order they were taken.
     pub(crate) fn drain_batch(&self) -> bool {
         let mut engine = self.engine.lock();
-        self.drain_one(&mut engine)
+        while engine.quiescing > 0 {
+            self.turn.wait(&mut engine);
+        }
+        self.drain_one(&mut engine, true)
     }
 
-    /// Processes every queued job (the caller holds `engine`).
-    pub(crate) fn drain_locked(&self, engine: &mut Engine) {
-        while self.drain_one(engine) {}
+    /// Processes every queued job, holding `engine` throughout (its caller holds it). Batches
+    /// other drainers took commit first: on return nothing is queued or being written, so
+    /// the caller's own disk work comes after every change queued before.
+    pub(crate) fn drain_locked(&self, engine: &mut MutexGuard<'_, Engine>) {
+        engine.quiescing += 1;
+        while engine.committed < engine.issued {
+            self.turn.wait(engine);
+        }
+        engine.quiescing -= 1;
+        self.turn.notify_all();
+        while self.drain_one(engine, false) {}
     }
 
-    fn drain_one(&self, engine: &mut Engine) -> bool {
+    /// Takes the next batch and processes it; with `parallel`, `engine` is released while the
+    /// batch is encoded and written. False when the queue was empty.
+    fn drain_one(&self, engine: &mut MutexGuard<'_, Engine>, parallel: bool) -> bool {
         let jobs: Vec<Job<K, V>> = {
             let mut queue = self.queue.lock();
             let (mut n, mut bytes) = (0, 0);
@@ -149,13 +201,17 @@ where
             return false;
         }
         let count = jobs.len() as u64;
+        let ticket = engine.issued;
+        engine.issued += 1;
+        // Sequence numbers in queue order, whichever batch is written first.
+        let first_seq = engine.disk.take_seqs(count);
         let result = if self.broken.get().is_some() {
             // A drainer panicked before, maybe half-way through a batch: nothing more is
             // written. The jobs' values stay in their slots, in memory.
             Ok(())
         } else {
             let processed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.process(engine, jobs)
+                self.process(engine, &jobs, ticket, first_seq, parallel)
             }));
             processed.unwrap_or_else(|panic| {
                 let message = panic_text(panic.as_ref()).unwrap_or("a panic without a message");
@@ -164,6 +220,8 @@ where
                 Ok(())
             })
         };
+        // A batch that panicked before its turn still ends in its turn.
+        self.wait_for_turn(engine, ticket);
         {
             let mut queue = self.queue.lock();
             queue.done += count;
@@ -176,8 +234,17 @@ where
                 }
             }
         }
+        engine.committed = ticket + 1;
+        self.turn.notify_all();
         self.progress.notify_all();
         true
+    }
+
+    /// Waits (releasing `engine` meanwhile) until every batch taken before `ticket` committed.
+    fn wait_for_turn(&self, engine: &mut MutexGuard<'_, Engine>, ticket: u64) {
+        while engine.committed < ticket {
+            self.turn.wait(engine);
+        }
     }
 
     /// True when a write of `key`'s `version` is still wanted, judged on its locked shard: an
@@ -212,110 +279,299 @@ where
         order
     }
 
-    /// What each job starts from, read with one lock of each shard: for a put, `None` when its
-    /// write is no longer wanted; otherwise the key's stored copy. Only the drainer (holding
-    /// `engine`, as now) changes stored copies, so they hold for the whole batch.
-    fn look_up(
-        &self,
-        jobs: &[Job<K, V>],
-        order: &[(usize, usize)],
-    ) -> Vec<Option<Option<DiskLoc>>> {
+    /// Which jobs are still wanted, read with one lock of each shard: a put whose slot moved
+    /// on to another version is not (see [`wanted`](Self::wanted)); a removal always is.
+    fn still_wanted(&self, jobs: &[Job<K, V>], order: &[(usize, usize)]) -> Vec<bool> {
+        let mut wanted = vec![true; jobs.len()];
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let shard = self.shards[run[0].0].lock();
+            for &(_, i) in run {
+                if let Job::Put {
+                    key,
+                    version,
+                    evicted,
+                    ..
+                } = &jobs[i]
+                {
+                    wanted[i] = Self::wanted(&shard, key, *version, *evicted);
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Each job's key's stored copy, read with one lock of each shard. Only the drainer whose
+    /// turn it is to commit (holding `engine`) changes stored copies, so they hold for its
+    /// whole commit.
+    fn stored_now(&self, jobs: &[Job<K, V>], order: &[(usize, usize)]) -> Vec<Option<DiskLoc>> {
         let mut found = vec![None; jobs.len()];
         for run in order.chunk_by(|a, b| a.0 == b.0) {
             let shard = self.shards[run[0].0].lock();
             for &(_, i) in run {
-                found[i] = match &jobs[i] {
-                    Job::Put {
-                        key,
-                        version,
-                        evicted,
-                        ..
-                    } => {
-                        Self::wanted(&shard, key, *version, *evicted).then(|| shard.stored_at(key))
-                    }
-                    Job::Remove { key, .. } => Some(shard.stored_at(key)),
-                };
+                found[i] = shard.stored_at(jobs[i].key());
             }
         }
         found
     }
 
-    /// Stages and commits a batch, then tells the slots. The first error is returned; the
-    /// values whose writes failed are back in memory.
-    fn process(&self, engine: &mut Engine, jobs: Vec<Job<K, V>>) -> Result<()> {
+    /// Encodes the wanted puts of a batch (job `i` as sequence number `first_seq + i`), needing
+    /// no lock but shard locks: small values become records of `batch`, large ones payloads
+    /// for files of their own. An error means the batch as a whole fails; a value that cannot
+    /// be encoded fails alone.
+    fn prepare(
+        &self,
+        jobs: &[Job<K, V>],
+        order: &[(usize, usize)],
+        first_seq: u64,
+        small_value_bytes: u64,
+        batch: &mut RecordBatch,
+    ) -> Result<Prepared> {
+        let wanted = self.still_wanted(jobs, order);
+        let mut items = Vec::with_capacity(jobs.len());
+        let mut first_error = None;
+        let mut key_bytes = Vec::new();
+        let (mut raw, mut packed) = (Vec::new(), Vec::new());
+        let below = usize::try_from(small_value_bytes).unwrap_or(usize::MAX);
+        let in_place = self.codec_appends_only() && self.compression == Compression::None;
+        for (i, job) in jobs.iter().enumerate() {
+            let Job::Put { key, value, .. } = job else {
+                items.push(Item::Remove);
+                continue;
+            };
+            if !wanted[i] {
+                items.push(Item::Skip);
+                continue;
+            }
+            let seq = first_seq + i as u64;
+            self.encode_key_into(key, &mut key_bytes)?;
+            let encode = |out: &mut Vec<u8>| self.encode_append(out, &key_bytes, value);
+            let encoded = if in_place && key_bytes.len() <= segment::MAX_KEY_LEN {
+                match batch.push_encoded(&key_bytes, seq, below, &mut raw, encode) {
+                    Ok(Some((record, raw_len))) => Ok(Some(Item::Record { record, raw_len })),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            } else {
+                raw.clear();
+                encode(&mut raw).map(|()| None)
+            };
+            let item = match encoded {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    // Encoded into `raw`: compressed when that helps, then a record if small.
+                    let compressed = self.compression.compress(&raw, &mut packed);
+                    let payload = if compressed { &packed } else { &raw };
+                    let raw_len = raw.len() as u64;
+                    if raw_len < small_value_bytes
+                        && key_bytes.len() <= segment::MAX_KEY_LEN
+                        && raw.len() <= segment::MAX_PAYLOAD_LEN
+                    {
+                        let record = batch.push(
+                            segment::KIND_VALUE,
+                            &key_bytes,
+                            seq,
+                            payload,
+                            raw_len,
+                            compressed,
+                        );
+                        Item::Record { record, raw_len }
+                    } else {
+                        let payload = if compressed {
+                            std::mem::take(&mut packed)
+                        } else {
+                            std::mem::take(&mut raw)
+                        };
+                        Item::File {
+                            key: key_bytes.clone(),
+                            payload,
+                            raw_len,
+                            compressed,
+                        }
+                    }
+                }
+                Err(e @ Error::Encode { .. }) => {
+                    bump(&self.counters.failed_spills, 1);
+                    first_error.get_or_insert(e);
+                    Item::Failed
+                }
+                Err(e) => return Err(e),
+            };
+            items.push(item);
+        }
+        Ok(Prepared { items, first_error })
+    }
+
+    /// Encodes, places, writes and commits a batch, then tells the slots. Encoding and writing
+    /// run with `engine` released when `parallel`; the commit waits for the batch's turn
+    /// (`ticket`). The first error is returned; the values whose writes failed are back in
+    /// memory.
+    fn process(
+        &self,
+        engine: &mut MutexGuard<'_, Engine>,
+        jobs: &[Job<K, V>],
+        ticket: u64,
+        first_seq: u64,
+        parallel: bool,
+    ) -> Result<()> {
+        let order = self.by_shard(jobs);
+        let mut batch = self.batches.lock().pop().unwrap_or_default();
+        batch.clear();
+        let small = engine.disk.small_value_bytes();
+        let prepared = unlocked_if(engine, parallel, || {
+            self.prepare(jobs, &order, first_seq, small, &mut batch)
+        });
+        let reserved = prepared.and_then(|p| {
+            let r = if batch.len() > 0 {
+                Some(engine.disk.reserve(&batch)?)
+            } else {
+                None
+            };
+            Ok((p, r))
+        });
+        let written = match &reserved {
+            Ok((_, Some(r))) => unlocked_if(engine, parallel, || r.write(&batch)),
+            _ => Ok(()),
+        };
+        self.wait_for_turn(engine, ticket);
+        let mut committed_any = false;
+        let result = match (reserved, written) {
+            (Err(e), _) => self.fail_batch(jobs, engine, e),
+            (Ok((_, reservation)), Err(e)) => {
+                engine.disk.discard_staged();
+                if let Some(r) = &reservation {
+                    engine.disk.end_reservation(r, &batch, false);
+                }
+                self.fail_batch(jobs, engine, e)
+            }
+            (Ok((prepared, reservation)), Ok(())) => {
+                let committed = self.commit(
+                    engine,
+                    jobs,
+                    &order,
+                    first_seq,
+                    &batch,
+                    prepared,
+                    reservation.as_ref(),
+                );
+                if committed.is_err() {
+                    // Staged records come after the reserved ones: cut them off first.
+                    engine.disk.discard_staged();
+                }
+                if let Some(r) = &reservation {
+                    engine.disk.end_reservation(r, &batch, committed.is_ok());
+                }
+                committed_any = committed.is_ok();
+                match committed {
+                    Ok(None) => Ok(()),
+                    Ok(Some(value_error)) => Err(value_error),
+                    Err(e) => self.fail_batch(jobs, engine, e),
+                }
+            }
+        };
+        self.batches.lock().push(batch);
+        if committed_any {
+            // Still this batch's turn: compaction changes stored copies too.
+            self.compact_quietly(engine);
+        }
+        result
+    }
+
+    /// A batch failed as a whole with `e`: its values go back to memory (see
+    /// [`batch_failed`](Self::batch_failed)). `e` is the batch's result unless every job
+    /// took effect anyway.
+    fn fail_batch(&self, jobs: &[Job<K, V>], engine: &mut Engine, e: Error) -> Result<()> {
+        engine.disk.discard_staged();
+        bump(&self.counters.failed_spills, 1);
+        if self.batch_failed(jobs, engine) {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Commits a batch whose records are written: stages each job's index record (and writes
+    /// large values' files, and tombstones), commits them, then tells the slots. Returns the
+    /// first error of a value that could not be encoded (the rest of the batch took effect),
+    /// or why the batch as a whole failed: then nothing of it was committed.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        engine: &mut Engine,
+        jobs: &[Job<K, V>],
+        order: &[(usize, usize)],
+        first_seq: u64,
+        batch: &RecordBatch,
+        prepared: Prepared,
+        reservation: Option<&Reservation>,
+    ) -> Result<Option<Error>> {
+        let Prepared { items, first_error } = prepared;
         let mut outcomes = vec![Outcome::Skipped; jobs.len()];
         let mut locs: Vec<Option<DiskLoc>> = vec![None; jobs.len()];
         // The stored copy of each key touched by this batch, as the batch leaves it.
         let mut latest: Map<&K, Option<DiskLoc>> =
             Map::with_capacity_and_hasher(jobs.len(), Default::default());
-        // Each key's bytes, encoded into one buffer reused across the batch.
-        let mut key_bytes = Vec::new();
-        let mut first_error: Option<Error> = None;
-        let order = self.by_shard(&jobs);
-        let before = self.look_up(&jobs, &order);
+        let before = self.stored_now(jobs, order);
         // A key's stored copy as the batch so far leaves it.
         let stored_before = |latest: &Map<&K, Option<DiskLoc>>, key: &K, i: usize| {
-            latest
-                .get(key)
-                .copied()
-                .unwrap_or_else(|| before[i].flatten())
+            latest.get(key).copied().unwrap_or(before[i])
         };
         let staged: Result<()> = (|| {
-            for (i, job) in jobs.iter().enumerate() {
-                match job {
-                    Job::Put { key, value, .. } => {
-                        if before[i].is_none() {
-                            continue;
-                        }
-                        self.encode_key_into(key, &mut key_bytes)?;
-                        let mut raw = std::mem::take(&mut engine.scratch);
-                        let previous = stored_before(&latest, key, i);
-                        let written = engine.disk.write_encoded(
-                            &key_bytes,
-                            self.compression,
-                            previous,
-                            &mut raw,
-                            self.codec_appends_only(),
-                            |out| self.encode_append(out, &key_bytes, value),
-                        );
-                        engine.scratch = raw;
-                        match written {
-                            Ok(loc) => {
-                                latest.insert(key, Some(loc));
-                                locs[i] = Some(loc);
-                                outcomes[i] = Outcome::Written;
-                            }
-                            // A value that cannot be encoded fails alone.
-                            Err(e @ Error::Encode { .. }) => {
-                                bump(&self.counters.failed_spills, 1);
-                                outcomes[i] = Outcome::Failed;
-                                first_error.get_or_insert(e);
-                            }
-                            Err(e) => return Err(e),
-                        }
+            for (i, (job, item)) in jobs.iter().zip(&items).enumerate() {
+                let key = job.key();
+                let seq = first_seq + i as u64;
+                let previous = stored_before(&latest, key, i);
+                let loc = match item {
+                    Item::Skip => continue,
+                    Item::Failed => {
+                        outcomes[i] = Outcome::Failed;
+                        continue;
                     }
-                    Job::Remove { key, .. } => {
-                        let previous = stored_before(&latest, key, i);
+                    Item::Record { record, raw_len } => {
+                        let place = reservation
+                            .and_then(|r| r.places.get(*record))
+                            .ok_or_else(|| Error::corrupt(&self.root, "record without a place"))?;
+                        let key_bytes = batch.key(*record);
+                        let header = segment::RECORD_HEADER_LEN + key_bytes.len();
+                        let record_len = batch.record_len(*record);
+                        let loc = DiskLoc {
+                            place: Place::Segment(*place),
+                            seq,
+                            raw_len: *raw_len,
+                            stored_len: (record_len - header) as u64,
+                        };
+                        engine.disk.adopt(key_bytes, loc, previous);
+                        Some(loc)
+                    }
+                    Item::File {
+                        key: key_bytes,
+                        payload,
+                        raw_len,
+                        compressed,
+                    } => {
+                        let disk = &mut engine.disk;
+                        Some(disk.store_file(
+                            key_bytes,
+                            payload,
+                            *raw_len,
+                            *compressed,
+                            seq,
+                            previous,
+                        )?)
+                    }
+                    Item::Remove => {
                         if let Some(previous) = previous {
                             let key_bytes = self.encode_key(key)?;
-                            engine.disk.remove_value(&key_bytes, previous)?;
+                            engine.disk.remove_value(&key_bytes, previous, seq)?;
                         }
-                        latest.insert(key, None);
-                        outcomes[i] = Outcome::Written;
+                        None
                     }
-                }
+                };
+                latest.insert(key, loc);
+                locs[i] = loc;
+                outcomes[i] = Outcome::Written;
             }
             engine.disk.commit_staged()
         })();
-        if let Err(e) = staged {
-            engine.disk.discard_staged();
-            bump(&self.counters.failed_spills, 1);
-            if self.batch_failed(&jobs, engine) {
-                return Err(e);
-            }
-            // Every job took effect anyway (removals whose files are gone): nothing to report.
-            return Ok(());
-        }
+        staged?;
         // Readers get the handles of segments begun by this batch before any place names them.
         self.refresh_files(&engine.disk);
         // Each key's stored copy is recorded (at its first job here) under the same shard lock
@@ -366,11 +622,7 @@ where
         if landed > 0 {
             self.in_flight.fetch_sub(landed, Ordering::AcqRel);
         }
-        self.compact_quietly(engine);
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(first_error)
     }
 
     /// Tells `key`'s slot how the write of its `version` ended, first recording `stored`
