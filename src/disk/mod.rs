@@ -664,10 +664,7 @@ impl DiskTier {
         let mut scratch = std::mem::take(&mut self.scratch);
         let compressed = compression.compress(raw, &mut scratch);
         let payload = if compressed { &scratch[..] } else { raw };
-        let fits_segment = (raw.len() as u64) < self.options.small_value_bytes
-            && key.len() <= segment::MAX_KEY_LEN
-            && raw.len() <= segment::MAX_PAYLOAD_LEN;
-        let result = if fits_segment {
+        let result = if segment::holds(key.len(), raw.len(), self.options.small_value_bytes) {
             self.segments
                 .stage(
                     segment::KIND_VALUE,

@@ -47,6 +47,13 @@ pub(crate) const KIND_VALUE: u8 = 1;
 pub(crate) const KIND_TOMBSTONE: u8 = 2;
 const FLAG_LZ4: u8 = 1;
 
+/// True when a value of `raw_len` encoded bytes under a key of `key_len` goes to a segment
+/// record: it is under `small_value_bytes` (larger ones get a file of their own) and within
+/// what a record can hold.
+pub(crate) fn holds(key_len: usize, raw_len: usize, small_value_bytes: u64) -> bool {
+    (raw_len as u64) < small_value_bytes && key_len <= MAX_KEY_LEN && raw_len <= MAX_PAYLOAD_LEN
+}
+
 /// The bytes a record of `key_len` and `stored_len` takes.
 pub(crate) fn record_len(key_len: usize, stored_len: u64) -> u64 {
     RECORD_HEADER_LEN as u64 + key_len as u64 + stored_len

@@ -362,10 +362,7 @@ where
                     let compressed = self.compression.compress(&raw, &mut packed);
                     let payload = if compressed { &packed } else { &raw };
                     let raw_len = raw.len() as u64;
-                    if raw_len < small_value_bytes
-                        && key_bytes.len() <= segment::MAX_KEY_LEN
-                        && raw.len() <= segment::MAX_PAYLOAD_LEN
-                    {
+                    if segment::holds(key_bytes.len(), raw.len(), small_value_bytes) {
                         let record = batch.push(
                             segment::KIND_VALUE,
                             &key_bytes,
