@@ -24,6 +24,8 @@ mod common;
 mod drivers;
 #[path = "workloads/limits.rs"]
 mod limits;
+#[path = "workloads/reference.rs"]
+mod reference;
 #[path = "workloads/report.rs"]
 mod report;
 #[path = "workloads/stores.rs"]

@@ -175,21 +175,37 @@ pub fn process_cpu_secs() -> f64 {
     stat_cpu_secs(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
 }
 
-/// CPU seconds used so far by this process's live threads whose name starts with `prefix`
-/// (the kernel keeps the first 15 bytes of a thread's name); 0 when there is none.
-pub fn threads_cpu_secs(prefix: &str) -> f64 {
+/// Seconds the calling thread has run on a CPU and waited for one (in a run queue), from
+/// `/proc/thread-self/schedstat` (nanoseconds, unlike the 10 ms ticks of `stat`); zeros when
+/// it cannot be read.
+pub fn thread_sched_secs() -> (f64, f64) {
+    sched_secs(&std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default())
+}
+
+/// Seconds run on a CPU, from `schedstat`, by this process's live threads whose name starts
+/// with `prefix` (the kernel keeps the first 15 bytes of a thread's name); 0 when there is
+/// none.
+pub fn threads_run_secs(prefix: &str) -> f64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
     tasks
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
-        .filter(|stat| {
-            stat.split_once('(')
-                .is_some_and(|(_, rest)| rest.starts_with(prefix))
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
         })
-        .map(|stat| stat_cpu_secs(&stat))
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .map(|s| sched_secs(&s).0)
         .sum()
+}
+
+/// (run, wait) seconds from the text of a `schedstat` file: nanoseconds on a CPU, nanoseconds
+/// waiting in a run queue, time slices.
+fn sched_secs(text: &str) -> (f64, f64) {
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0) / 1e9);
+    (fields.next().unwrap_or(0.0), fields.next().unwrap_or(0.0))
 }
 
 impl PeakAnon {

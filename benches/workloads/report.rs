@@ -169,6 +169,8 @@ struct InsertRun<'a> {
     cores_insert: f64,
     cores_flush: f64,
     writer_busy: f64,
+    callers_busy: f64,
+    callers_cpu_wait: f64,
 }
 
 /// The latency scenarios of T1: metric prefix, what the getter ran beside, pacing.
@@ -405,6 +407,10 @@ impl RunResults {
                     writer_busy: c
                         .metric(&format!("writer_insert_{tag}"))
                         .unwrap_or(f64::NAN),
+                    callers_busy: c.metric(&format!("callers_busy_{tag}")).unwrap_or(f64::NAN),
+                    callers_cpu_wait: c
+                        .metric(&format!("callers_cpu_wait_{tag}"))
+                        .unwrap_or(f64::NAN),
                 })
             })
             .collect()
@@ -442,6 +448,63 @@ impl RunResults {
         (returned, flushed)
     }
 
+    /// The reference stores beside the chest's insert runs (the synchronous system runs them):
+    /// medians of each thread count and the ratio, pair by pair as for the chest.
+    fn reference_table(s: &mut String, c: &ChildResult, runs: &[InsertRun]) {
+        // (rep, threads, inserts/s) of the phases named `{prefix}_{threads}t_{rep}`.
+        let rates = |prefix: &str| -> Vec<(usize, usize, f64)> {
+            c.phases
+                .iter()
+                .filter_map(|p| {
+                    let rest = p.name.strip_prefix(prefix)?.strip_prefix('_')?;
+                    let (threads, rep) = rest.split_once("t_")?;
+                    Some((rep.parse().ok()?, threads.parse().ok()?, p.ops_per_sec()))
+                })
+                .collect()
+        };
+        let chest: Vec<(usize, usize, f64)> = runs
+            .iter()
+            .map(|r| (r.rep, r.threads, r.insert.ops_per_sec()))
+            .collect();
+        let global = rates("ref_global");
+        if global.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\nThe same inserts into the reference stores (`benches/workloads/reference.rs`), each run right after the chest's run with as many threads:\n\n| store | 1 thread (median) | 2 threads (median) | 2 ÷ 1 (pairs) |\n|---|---:|---:|---:|"
+        );
+        for (name, rows) in [
+            (c.system.as_str(), chest),
+            ("reference, global order", global),
+            ("reference, own order", rates("ref_own")),
+        ] {
+            let of = |threads: usize| -> Vec<f64> {
+                rows.iter()
+                    .filter(|r| r.1 == threads)
+                    .map(|r| r.2)
+                    .collect()
+            };
+            let pairs: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.1 == 1)
+                .filter_map(|one| {
+                    let two = rows.iter().find(|r| r.1 == 2 && r.0 == one.0)?;
+                    Some(two.2 / one.2)
+                })
+                .collect();
+            let (one, two) = (median(&of(1)), median(&of(2)));
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {} | {} ({}) |",
+                fmt_num(one),
+                fmt_num(two),
+                ratio(two, one),
+                spread(&pairs, |v| format!("{v:.2}x"))
+            );
+        }
+    }
+
     /// T1: the insert runs, their medians, the get latencies and the concurrency targets.
     fn threads_section(&self, s: &mut String) {
         for c in self.children.iter().filter(|c| c.workload == "T1") {
@@ -473,9 +536,12 @@ impl RunResults {
         let runs = Self::insert_runs(c);
         let _ = writeln!(
             s,
-            "| run | threads | insert s | inserts/s | MB/s | cores busy | writer thread busy | insert + flush s | inserts/s (+flush) | cores busy in flush |"
+            "| run | threads | insert s | inserts/s | MB/s | cores busy | writer thread busy | each inserting thread busy | waiting for a CPU | insert + flush s | inserts/s (+flush) | cores busy in flush |"
         );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for (i, r) in runs.iter().enumerate() {
             let (dsecs, drate) = r
                 .durable
@@ -483,7 +549,7 @@ impl RunResults {
                 .unwrap_or_else(|| ("–".into(), "–".into()));
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.3} | {} | {:.0} | {:.2} | {:.2} | {dsecs} | {drate} | {:.2} |",
+                "| {} | {} | {:.3} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {dsecs} | {drate} | {:.2} |",
                 i + 1,
                 r.threads,
                 r.insert.secs,
@@ -491,6 +557,8 @@ impl RunResults {
                 r.insert.mb_per_sec(),
                 r.cores_insert,
                 r.writer_busy,
+                r.callers_busy,
+                r.callers_cpu_wait,
                 r.cores_flush,
             );
         }
@@ -528,6 +596,7 @@ impl RunResults {
             ratio(two_d, one_d),
             spread(&pairs_d, x)
         );
+        Self::reference_table(s, c, &runs);
         // The synchronous-spilling system runs the insert runs only.
         let has_latency = c.metric("lat_spill_loop_gets").is_some();
         if has_latency {

@@ -7,7 +7,12 @@
 //! - **Insert scaling**: W1's inserts (same values, same budget) into one shared chest from one
 //!   thread and from two threads (keys split between them), repeated with the two kinds
 //!   interleaved (1, 2, 2, 1, 1, 2, ...) so that noise from other work on the machine hits both;
-//!   the parent reports medians and their ratio.
+//!   the parent reports medians and their ratio. CPU use comes from each thread's
+//!   `schedstat` (nanoseconds): the inserting threads' time on a CPU and waiting for one, and
+//!   the background writer's. The synchronous system also runs the two reference stores of
+//!   `reference.rs` right after each of its runs, with as many threads: what a store with a
+//!   global budget and a global (or a per-thread) eviction order gets from the same machine
+//!   at the same moment.
 //! - **Get latency while spilling**: one thread inserts W1's keys over and over (four times the
 //!   budget per pass, so it spills continuously) while this thread gets a small hot set of
 //!   values held in memory and times every get; the same without the spilling thread for
@@ -26,8 +31,11 @@ use std::time::{Duration, Instant};
 
 use spillchest::{Chest, Policy, Stats};
 
-use crate::common::{Report, RunConfig, ValuePool, process_cpu_secs, secs, threads_cpu_secs};
+use crate::common::{
+    Report, RunConfig, ValuePool, process_cpu_secs, secs, thread_sched_secs, threads_run_secs,
+};
 use crate::drivers::{w1_budget, w1_sizes};
+use crate::reference::{self, Order};
 use crate::stores::{BenchResult, SpillStore, encode};
 
 /// The chest T1 measures: the one W1 uses.
@@ -184,9 +192,18 @@ fn insert_scaling(setup: &Setup, r: &Report) -> BenchResult<()> {
                 ops * bytes,
                 run.insert_secs + run.flush_secs,
             );
+            let wall = run.insert_secs.max(1e-9);
             r.metric(
                 &format!("cores_insert_{threads}t_{rep}"),
-                run.insert_cpu_secs / run.insert_secs.max(1e-9),
+                (run.callers_run_secs + run.writer_run_secs) / wall,
+            );
+            r.metric(
+                &format!("callers_busy_{threads}t_{rep}"),
+                run.callers_run_secs / (threads as f64 * wall),
+            );
+            r.metric(
+                &format!("callers_cpu_wait_{threads}t_{rep}"),
+                run.callers_wait_secs / (threads as f64 * wall),
             );
             r.metric(
                 &format!("cores_flush_{threads}t_{rep}"),
@@ -194,14 +211,32 @@ fn insert_scaling(setup: &Setup, r: &Report) -> BenchResult<()> {
             );
             r.metric(
                 &format!("writer_insert_{threads}t_{rep}"),
-                run.writer_cpu_secs / run.insert_secs.max(1e-9),
+                run.writer_run_secs / wall,
             );
             r.metric(&format!("spills_{threads}t_{rep}"), run.spills as f64);
+            if setup.synchronous {
+                // The reference stores, right after the chest's run with as many threads.
+                for order in [Order::Global, Order::Own] {
+                    let secs = reference::insert_run(
+                        &setup.values,
+                        n,
+                        setup.budget,
+                        &cfg.dir.join("reference"),
+                        threads,
+                        order,
+                    )?;
+                    let tag = order.tag();
+                    r.phase(&format!("{tag}_{threads}t_{rep}"), ops, ops * bytes, secs);
+                }
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Seconds an inserting thread ran on a CPU and waited for one.
+type RunWait = (f64, f64);
 
 /// What one insert run measured.
 struct InsertRun {
@@ -209,11 +244,14 @@ struct InsertRun {
     insert_secs: f64,
     /// The `flush` after that (queued writes, the values still only in memory, fsyncs).
     flush_secs: f64,
-    /// CPU seconds the process used in each part (every thread, the writer's included).
-    insert_cpu_secs: f64,
+    /// Seconds the inserting threads (together) ran on a CPU while inserting, and waited for
+    /// one in a run queue (from `schedstat`, in nanoseconds).
+    callers_run_secs: f64,
+    callers_wait_secs: f64,
+    /// Seconds the background writer thread ran on a CPU meanwhile.
+    writer_run_secs: f64,
+    /// CPU seconds the process used in the flush (every thread; 10 ms ticks).
     flush_cpu_secs: f64,
-    /// CPU seconds the background writer thread used while the inserts ran.
-    writer_cpu_secs: f64,
     /// Values the chest wrote to disk, counted after the flush.
     spills: u64,
 }
@@ -225,32 +263,30 @@ fn insert_run(setup: &Setup, dir: &Path, threads: usize) -> BenchResult<InsertRu
     let _ = std::fs::remove_dir_all(dir);
     let chest = setup.open(dir)?;
     let start = Barrier::new(threads + 1);
-    let (insert_secs, insert_cpu_secs, writer_cpu_secs) =
-        std::thread::scope(|s| -> BenchResult<(f64, f64, f64)> {
+    let (insert_secs, callers, writer_run_secs) =
+        std::thread::scope(|s| -> BenchResult<(f64, Vec<RunWait>, f64)> {
             let workers: Vec<_> = (0..threads)
                 .map(|t| {
                     let (chest, start) = (&chest, &start);
-                    s.spawn(move || -> BenchResult<()> {
+                    s.spawn(move || -> BenchResult<RunWait> {
                         start.wait();
+                        let (run, wait) = thread_sched_secs();
                         for i in (t..n).step_by(threads) {
                             chest.insert(i as u64, values.value(i as u64))?;
                         }
-                        Ok(())
+                        let (run_end, wait_end) = thread_sched_secs();
+                        Ok((run_end - run, wait_end - wait))
                     })
                 })
                 .collect();
-            let cpu = process_cpu_secs();
-            let writer_cpu = threads_cpu_secs(WRITER_THREAD);
+            let writer = threads_run_secs(WRITER_THREAD);
             start.wait();
             let t = Instant::now();
+            let mut callers = Vec::new();
             for w in workers {
-                w.join().map_err(|_| "an inserting thread panicked")??;
+                callers.push(w.join().map_err(|_| "an inserting thread panicked")??);
             }
-            Ok((
-                secs(t),
-                process_cpu_secs() - cpu,
-                threads_cpu_secs(WRITER_THREAD) - writer_cpu,
-            ))
+            Ok((secs(t), callers, threads_run_secs(WRITER_THREAD) - writer))
         })?;
     let cpu = process_cpu_secs();
     let t = Instant::now();
@@ -270,9 +306,10 @@ fn insert_run(setup: &Setup, dir: &Path, threads: usize) -> BenchResult<InsertRu
     Ok(InsertRun {
         insert_secs,
         flush_secs,
-        insert_cpu_secs,
+        callers_run_secs: callers.iter().map(|c| c.0).sum(),
+        callers_wait_secs: callers.iter().map(|c| c.1).sum(),
+        writer_run_secs,
         flush_cpu_secs,
-        writer_cpu_secs,
         spills: stats.spills,
     })
 }
