@@ -161,7 +161,8 @@
 //!      │                                       memory), chest-wide eviction over the shards,
 //!      │                                       segment file handles for readers (RwLock)
 //!      ├─ jobs               chest/core/jobs.rs FIFO queue of disk work (put, remove) drained
-//!      │                                       in batches by the writer thread, or by the
+//!      │                                       in batches by the writer thread, by callers
+//!      │                                       held back by the in-flight allowance, or by
 //!      │                                       callers with synchronous_spill(true): each
 //!      │                                       batch encoded and written with no lock, placed
 //!      │                                       and committed under `engine`, in ticket order
@@ -204,7 +205,8 @@
 //! `Arc`: then a `Weak` is kept so it gets the same one back): a key on disk only costs its
 //! entry in its shard's disk index and nothing else. Otherwise it becomes `Writing` (still
 //! served from memory, counted as in-flight bytes) and a job is queued. A drainer (the writer
-//! thread, or callers spilling synchronously, several at once) encodes a batch of queued
+//! thread, callers spilling synchronously, or callers the in-flight allowance holds back,
+//! several at once) encodes a batch of queued
 //! values with no lock held, small ones straight into its record batch, large ones for a file
 //! of their own; reserves places for the records (under `engine`, in the segment of one of two
 //! lanes); writes them with no lock held; then, in the order batches were taken, commits

@@ -222,3 +222,63 @@ impl From<spillchest::Error> for Failure {
         Failure::Chest(e)
     }
 }
+
+/// Names of the threads that encoded a [`Traced`] value for the disk.
+static ENCODED_ON: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Bytes whose encoding notes the thread doing it (the chest below has a weigher, so values
+/// are encoded only to be written).
+#[derive(serde::Deserialize)]
+struct Traced(Vec<u8>);
+
+impl serde::Serialize for Traced {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        let mut seen = ENCODED_ON.lock().unwrap();
+        if !seen.contains(&name) {
+            seen.push(name);
+        }
+        drop(seen);
+        self.0.serialize(s)
+    }
+}
+
+#[test]
+fn an_insert_held_back_by_the_in_flight_allowance_writes_batches_itself() {
+    // A budget of 8 MiB and an allowance of 4 MiB (four batches of 1 MiB): the background
+    // writer cannot keep up with an inserting thread that only copies 16 KiB values, so the
+    // allowance fills and the inserting thread writes queued batches instead of waiting.
+    let chest: Chest<u64, Traced> = Chest::builder()
+        .temp()
+        .budget(8 << 20)
+        .in_flight_bytes(4 << 20)
+        .weigher(|v: &Traced| v.0.len() as u64)
+        .open()
+        .unwrap();
+    let inserted = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("inserter".into())
+            .spawn_scoped(s, || {
+                let mut n = 0u64;
+                // Until the inserting thread is seen encoding, at most 16 passes over the budget.
+                while n < 8192 && !ENCODED_ON.lock().unwrap().iter().any(|t| t == "inserter") {
+                    chest.insert(n, Traced(vec![n as u8; 16 << 10])).unwrap();
+                    n += 1;
+                }
+                n
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    });
+    let seen = ENCODED_ON.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|t| t == "inserter"),
+        "after {inserted} inserts only these threads wrote: {seen:?}"
+    );
+    for key in [0, inserted / 2, inserted - 1] {
+        let v = chest.get(&key).unwrap().expect("inserted");
+        assert_eq!(v.0, vec![key as u8; 16 << 10]);
+    }
+    chest.close().unwrap();
+}

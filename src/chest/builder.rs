@@ -155,7 +155,8 @@ impl<K, V, C> ChestBuilder<K, V, C> {
     }
 
     /// The most bytes of evicted values waiting for (or in) a background write; when reached,
-    /// operations that evict wait for the writer (backpressure). Default: an eighth of the
+    /// operations that evict are held back (backpressure): they write queued batches
+    /// themselves, beside the writer thread, until there is room. Default: an eighth of the
     /// budget. Memory holds at most the budget plus this allowance (or, if
     /// larger, one value), plus one value per thread whose `update` found no room.
     pub fn in_flight_bytes(mut self, bytes: u64) -> Self {

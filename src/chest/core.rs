@@ -404,9 +404,15 @@ where
         }
     }
 
-    /// Waits a little for queued jobs to make progress (or makes it, without a writer).
+    /// Makes queued jobs progress: writes a batch itself when one is waiting (drainers work
+    /// side by side, so a caller held back by the in-flight allowance uses the time to write
+    /// rather than idle while the writer thread does it alone), else waits a little for the
+    /// batches being written.
     fn wait_for_progress(&self) {
         if self.background {
+            if self.drain_batch() {
+                return;
+            }
             let mut queue = self.queue.lock();
             if queue.done < queue.enqueued && queue.deferred.is_none() {
                 self.progress

@@ -1,5 +1,6 @@
-//! The queue of disk work and its drainers: the background writer thread, or with synchronous
-//! spilling the callers that need their work done.
+//! The queue of disk work and its drainers: the background writer thread, callers held back
+//! by the in-flight allowance, and with synchronous spilling the callers that need their work
+//! done.
 //!
 //! Jobs are taken in batches, in queue order. A drainer takes a batch and its ticket under
 //! `engine`, encodes it and writes its records with `engine` released (so drainers work side
