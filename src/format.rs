@@ -111,8 +111,12 @@ pub struct SegmentSummary {
     pub values: u64,
     /// Tombstone records (removals) that passed every check.
     pub tombstones: u64,
-    /// Where the walk stopped before the end, and why (a torn tail or damage), if it did.
+    /// Where the first damage begins, and why (a torn tail, a record that fails a check, a
+    /// compressed payload that does not expand), if there is any.
     pub stopped: Option<(u64, String)>,
+    /// Bytes in damaged runs: from a record that fails a check to the next one that passes
+    /// them all (the walk goes on there), or to the end of the file.
+    pub damaged_bytes: u64,
 }
 
 /// Walks a whole segment file, checking every record (both checksums, and that a compressed
@@ -124,7 +128,7 @@ pub fn check_segment(bytes: &[u8]) -> Result<SegmentSummary, String> {
     let id = segment::parse_file_header(bytes)?;
     let (mut values, mut tombstones) = (0, 0);
     let mut bad_payload = None;
-    let stopped = segment::scan(bytes, |offset, record| {
+    let damaged = segment::scan(bytes, |offset, record| {
         let h = &record.header;
         if h.kind == segment::KIND_TOMBSTONE {
             tombstones += 1;
@@ -138,11 +142,17 @@ pub fn check_segment(bytes: &[u8]) -> Result<SegmentSummary, String> {
             bad_payload = Some((offset, "compressed payload does not expand".to_string()));
         }
     })?;
+    let first = damaged.first().map(|run| (run.start, run.why.clone()));
+    let stopped = match (bad_payload, first) {
+        (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    };
     Ok(SegmentSummary {
         id,
         values,
         tombstones,
-        stopped: bad_payload.or(stopped),
+        stopped,
+        damaged_bytes: damaged.iter().map(|run| run.end - run.start).sum(),
     })
 }
 

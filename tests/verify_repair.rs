@@ -168,3 +168,32 @@ fn a_segment_whose_creation_a_crash_cut_short_is_dropped_on_open() {
     assert!(!path.join("segments/000000ff.seg").exists());
     assert!(verify_path(&path).unwrap().is_healthy());
 }
+
+#[test]
+fn repair_recovers_the_records_after_a_damaged_one_in_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mid.chest");
+    build(&path);
+    // One byte in the middle of the segment (40 records of 300-byte values, one removal):
+    // one record fails its checksum, and the walk goes on at the next one.
+    let segment = one_file_in(&path.join("segments"));
+    let len = fs::metadata(&segment).unwrap().len() as usize;
+    flip(&segment, len / 2);
+    fs::remove_file(path.join(".keys")).unwrap();
+    let report = repair(&path).unwrap();
+    assert_eq!(
+        report.recovered, 43,
+        "all but the damaged record: {report:?}"
+    );
+    assert_eq!(report.unrecoverable.len(), 1, "{report:?}");
+    assert_eq!(report.unrecoverable[0].path, segment);
+    let chest: Chest<u32, Vec<u8>> = Chest::open(&path).unwrap();
+    let lost: Vec<u32> = (0..40)
+        .filter(|&k| chest.get(&k).unwrap().as_deref() != expected(k).as_ref())
+        .collect();
+    assert_eq!(lost.len(), 1, "one key lost: {lost:?}");
+    for k in 100..105 {
+        assert_eq!(chest.get(&k).unwrap().as_deref(), expected(k).as_ref());
+    }
+    chest.close().unwrap();
+}

@@ -358,13 +358,12 @@ impl DiskTier {
                 offer(record.key, h.seq, loc);
             });
             match stopped {
-                Ok(None) => {}
-                Ok(Some((at, why))) => {
-                    report.discarded_damaged += 1;
-                    report.damage.push((
-                        path.clone(),
-                        format!("records from offset {at} unreadable: {why}"),
-                    ));
+                Ok(damaged) => {
+                    // The records after a damaged run were offered all the same.
+                    for run in damaged {
+                        report.discarded_damaged += 1;
+                        report.damage.push((path.clone(), run.describe()));
+                    }
                 }
                 Err(why) => {
                     report.discarded_damaged += 1;

@@ -142,8 +142,27 @@ pub(crate) struct ParsedRecord<'a> {
     pub(crate) payload: &'a [u8],
 }
 
-/// Parses one whole record at the start of `bytes` and checks it.
+/// Parses one whole record at the start of `bytes` and checks it: first what costs nothing
+/// (kind, flags, lengths), then the checksum.
 pub(crate) fn parse_record(bytes: &[u8]) -> Result<ParsedRecord<'_>, String> {
+    let (header, key_len) = parse_header(bytes)?;
+    let key = &bytes[RECORD_HEADER_LEN..RECORD_HEADER_LEN + key_len];
+    let payload_at = RECORD_HEADER_LEN + key_len;
+    let payload = &bytes[payload_at..payload_at + header.stored_len as usize];
+    let stored_sum = u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"));
+    if record_checksum(&bytes[..20], key, payload) != stored_sum {
+        return Err("record checksum mismatch".into());
+    }
+    Ok(ParsedRecord {
+        header,
+        key,
+        payload,
+    })
+}
+
+/// The checks of a record header that need no checksum (its fields, and that the key and the
+/// payload lie within `bytes`); returns the header and the key's length.
+fn parse_header(bytes: &[u8]) -> Result<(RecordHeader, usize), String> {
     let mut c = Cursor::new(bytes);
     let short = || "record header runs past the end".to_string();
     let kind = c.u8().ok_or_else(short)?;
@@ -152,16 +171,7 @@ pub(crate) fn parse_record(bytes: &[u8]) -> Result<ParsedRecord<'_>, String> {
     let stored_len = c.u32().ok_or_else(short)?;
     let raw_len = c.u32().ok_or_else(short)?;
     let seq = c.u64().ok_or_else(short)?;
-    let stored_sum = c.u64().ok_or_else(short)?;
-    let key = c
-        .take(key_len.into())
-        .ok_or_else(|| "record key runs past the end".to_string())?;
-    let payload = c
-        .take(stored_len as usize)
-        .ok_or_else(|| "record payload runs past the end".to_string())?;
-    if record_checksum(&bytes[..20], key, payload) != stored_sum {
-        return Err("record checksum mismatch".into());
-    }
+    c.u64().ok_or_else(short)?;
     if kind != KIND_VALUE && kind != KIND_TOMBSTONE {
         return Err(format!("unknown record kind {kind}"));
     }
@@ -174,6 +184,10 @@ pub(crate) fn parse_record(bytes: &[u8]) -> Result<ParsedRecord<'_>, String> {
             "raw length {raw_len} differs from stored length {stored_len}"
         ));
     }
+    c.take(key_len.into())
+        .ok_or_else(|| "record key runs past the end".to_string())?;
+    c.take(stored_len as usize)
+        .ok_or_else(|| "record payload runs past the end".to_string())?;
     let header = RecordHeader {
         kind,
         compressed,
@@ -181,11 +195,7 @@ pub(crate) fn parse_record(bytes: &[u8]) -> Result<ParsedRecord<'_>, String> {
         raw_len: raw_len.into(),
         stored_len: stored_len.into(),
     };
-    Ok(ParsedRecord {
-        header,
-        key,
-        payload,
-    })
+    Ok((header, key_len.into()))
 }
 
 /// The file header of segment `id`.
@@ -213,13 +223,41 @@ pub(crate) fn parse_file_header(bytes: &[u8]) -> Result<u32, String> {
         .ok_or_else(|| "segment header truncated".to_string())
 }
 
+/// A run of a segment file where no record passes its checks: from `start` to `end`, where
+/// the next one that does begins, or the end of the file (a torn tail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damaged {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// Why the record at `start` failed.
+    pub(crate) why: String,
+}
+
+impl Damaged {
+    /// The run as a report line names it.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "records from offset {} to {} unreadable: {}",
+            self.start, self.end, self.why
+        )
+    }
+}
+
+/// Candidate records (headers that pass the checks needing no checksum) that a search for the
+/// next readable record checksums before it gives up on the rest of the file: bounds the work
+/// on bytes made to look like record headers everywhere.
+const RESYNC_CHECKSUMS: usize = 4096;
+
 /// Walks the records of a whole segment file, calling `each` with every valid record and its
-/// offset; stops at the first record that fails a check and returns why, with its offset.
+/// offset. A record that fails a check starts a damaged run, and the walk goes on at the next
+/// offset where a record passes every check (records after a damaged one, or after a range a
+/// failed write left, are still found); returns the damaged runs in file order.
 pub(crate) fn scan(
     bytes: &[u8],
     mut each: impl FnMut(u64, &ParsedRecord<'_>),
-) -> Result<Option<(u64, String)>, String> {
+) -> Result<Vec<Damaged>, String> {
     parse_file_header(bytes)?;
+    let mut damaged = Vec::new();
     let mut at = FILE_HEADER_LEN as usize;
     while at < bytes.len() {
         match parse_record(&bytes[at..]) {
@@ -227,10 +265,37 @@ pub(crate) fn scan(
                 each(at as u64, &record);
                 at += record_len(record.key.len(), record.header.stored_len) as usize;
             }
-            Err(reason) => return Ok(Some((at as u64, reason))),
+            Err(why) => {
+                let next = next_record(bytes, at + 1).unwrap_or(bytes.len());
+                damaged.push(Damaged {
+                    start: at as u64,
+                    end: next as u64,
+                    why,
+                });
+                at = next;
+            }
         }
     }
-    Ok(None)
+    Ok(damaged)
+}
+
+/// The first offset from `from` on where a whole record passes every check, if any (and if
+/// found within [`RESYNC_CHECKSUMS`] candidates).
+fn next_record(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut checksummed = 0;
+    for at in from..bytes.len() {
+        if parse_header(&bytes[at..]).is_err() {
+            continue;
+        }
+        if parse_record(&bytes[at..]).is_ok() {
+            return Some(at);
+        }
+        checksummed += 1;
+        if checksummed == RESYNC_CHECKSUMS {
+            return None;
+        }
+    }
+    None
 }
 
 /// The file name of segment `id`.
@@ -889,10 +954,11 @@ impl SegmentStore {
         }
         let path = self.path_of(id);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read segment", e))?;
-        let valid_end = match scan(&bytes, |_, _| {}) {
-            Ok(None) => bytes.len() as u64,
-            Ok(Some((at, _))) => at,
-            Err(_) => return Ok(()),
+        let valid_end = match scan(&bytes, |_, _| {}).as_deref() {
+            Ok([]) => bytes.len() as u64,
+            Ok([tail]) if tail.end == bytes.len() as u64 => tail.start,
+            // Records follow a damaged run (or the header is bad): the segment stays sealed.
+            _ => return Ok(()),
         };
         if live_end.get(&id).is_some_and(|end| *end > valid_end) {
             return Ok(());
@@ -1043,11 +1109,73 @@ mod tests {
         let full = file.len();
         file.extend(&record(b"c", b"333", 3)[..20]);
         let mut seen = Vec::new();
-        let end = scan(&file, |at, r| seen.push((at, r.key.to_vec()))).unwrap();
+        let damaged = scan(&file, |at, r| seen.push((at, r.key.to_vec()))).unwrap();
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].0, FILE_HEADER_LEN);
-        assert_eq!(end.map(|(at, _)| at), Some(full as u64));
+        let ends: Vec<(u64, u64)> = damaged.iter().map(|d| (d.start, d.end)).collect();
+        assert_eq!(
+            ends,
+            vec![(full as u64, file.len() as u64)],
+            "one torn tail"
+        );
         assert_eq!(parse_file_header(&file), Ok(3));
+    }
+
+    #[test]
+    fn scan_goes_on_after_a_damaged_record_and_after_a_run_of_zeros() {
+        let mut file = file_header(3).to_vec();
+        file.extend(record(b"a", b"1", 1));
+        let damaged_at = file.len();
+        let mut b = record(b"b", b"22", 2);
+        *b.last_mut().unwrap() ^= 0x55;
+        file.extend(&b);
+        let zeros_at = file.len();
+        let c = record(b"c", b"333", 3);
+        file.extend(&c);
+        // A range a failed write left: zeros where a record was reserved.
+        let hole_at = file.len();
+        file.extend([0u8; 100]);
+        let d_at = file.len();
+        file.extend(record(b"d", b"4444", 4));
+        let mut seen = Vec::new();
+        let damaged = scan(&file, |at, r| seen.push((at, r.key.to_vec()))).unwrap();
+        let keys: Vec<&[u8]> = seen.iter().map(|(_, k)| k.as_slice()).collect();
+        assert_eq!(keys, vec![&b"a"[..], b"c", b"d"]);
+        assert_eq!(seen[1].0, zeros_at as u64);
+        assert_eq!(seen[2].0, d_at as u64);
+        let runs: Vec<(u64, u64)> = damaged.iter().map(|d| (d.start, d.end)).collect();
+        assert_eq!(
+            runs,
+            vec![
+                (damaged_at as u64, zeros_at as u64),
+                (hole_at as u64, d_at as u64)
+            ]
+        );
+        assert_eq!(damaged[0].why, "record checksum mismatch");
+        assert!(
+            damaged[0]
+                .describe()
+                .contains(&format!("{damaged_at} to {zeros_at}"))
+        );
+    }
+
+    #[test]
+    fn a_search_for_the_next_record_gives_up_after_its_bound_of_checksums() {
+        // Headers that pass every check but the checksum, one after another at every offset
+        // would take a checksum each: after the bound the rest counts as damaged.
+        let mut file = file_header(3).to_vec();
+        let mut fake = record(b"k", b"v", 1);
+        let last = fake.len() - 1;
+        fake[last] ^= 1;
+        for _ in 0..RESYNC_CHECKSUMS + 10 {
+            file.extend(&fake);
+        }
+        file.extend(record(b"z", b"after", 2));
+        let mut seen = 0;
+        let damaged = scan(&file, |_, _| seen += 1).unwrap();
+        assert_eq!(seen, 0);
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].end, file.len() as u64);
     }
 
     #[test]
@@ -1137,7 +1265,7 @@ mod tests {
         assert_eq!(staged.live_bytes(), reserved.live_bytes());
         let read = |store: &SegmentStore| std::fs::read(store.path_of(places[0].segment)).unwrap();
         assert_eq!(read(&staged), read(&reserved));
-        assert_eq!(scan(&read(&reserved), |_, _| {}).unwrap(), None);
+        assert_eq!(scan(&read(&reserved), |_, _| {}).unwrap(), vec![]);
     }
 
     #[test]
@@ -1193,7 +1321,7 @@ mod tests {
         // Both files hold whole records only: a scan of each finds no torn tail.
         for id in [a.segment, c.segment] {
             let bytes = std::fs::read(store.path_of(id)).unwrap();
-            assert_eq!(scan(&bytes, |_, _| {}).unwrap(), None);
+            assert_eq!(scan(&bytes, |_, _| {}).unwrap(), vec![]);
         }
     }
 
@@ -1234,7 +1362,7 @@ mod tests {
         let lane0 = std::fs::read(store.path_of(staged.segment)).unwrap();
         assert_eq!(
             scan(&lane0, |_, _| {}).unwrap(),
-            None,
+            vec![],
             "no hole, no torn tail"
         );
         // A batch abandoned (its write failed) while last in its segment is cut off.
