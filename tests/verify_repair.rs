@@ -179,6 +179,17 @@ fn repair_recovers_the_records_after_a_damaged_one_in_a_segment() {
     let segment = one_file_in(&path.join("segments"));
     let len = fs::metadata(&segment).unwrap().len() as usize;
     flip(&segment, len / 2);
+    let summary = spillchest::format::check_segment(&fs::read(&segment).unwrap()).unwrap();
+    assert_eq!(
+        (summary.values, summary.tombstones),
+        (39, 1),
+        "every record but the damaged one: {summary:?}"
+    );
+    let (at, _) = summary.stopped.clone().expect("damage found");
+    assert!(
+        at < (len / 2) as u64 && summary.damaged_bytes > 300,
+        "{summary:?}"
+    );
     fs::remove_file(path.join(".keys")).unwrap();
     let report = repair(&path).unwrap();
     assert_eq!(
