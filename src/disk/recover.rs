@@ -344,7 +344,7 @@ impl DiskTier {
         for id in self.segments.ids() {
             let path = self.segments.path_of(id);
             let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "read segment", e))?;
-            let stopped = segment::scan(&bytes, |offset, record| {
+            let walked = segment::scan(&bytes, |offset, record| {
                 let h = &record.header;
                 let loc = (h.kind == segment::KIND_VALUE).then_some(DiskLoc {
                     place: Place::Segment(RecordPlace {
@@ -357,7 +357,7 @@ impl DiskTier {
                 });
                 offer(record.key, h.seq, loc);
             });
-            match stopped {
+            match walked {
                 Ok(damaged) => {
                     // The records after a damaged run were offered all the same.
                     for run in damaged {
