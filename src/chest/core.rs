@@ -3,15 +3,18 @@
 //! rules that move values between memory and disk.
 //!
 //! Locks, and the order they are taken in (never the other way round):
-//! `engine` (the disk tier; held by whoever processes queued jobs) → a shard →
+//! `engine` (the disk tier; held by a drainer to take, place and commit a batch) → a shard →
 //! `queue` or `files` (the segment handles). A caller holds one shard lock at a time
-//! and never while encoding or decoding a value it reads, nor during disk I/O; only the
-//! writer (or, with synchronous spilling, the caller acting as the writer) holds `engine`
-//! during I/O, and readers never need `engine`.
+//! and never while encoding or decoding a value it reads, nor during disk I/O. A drainer (the
+//! writer thread, a caller held back by the in-flight allowance, or a caller spilling
+//! synchronously) encodes and writes a batch with `engine` released; only a caller that needs
+//! everything queued before it on disk first (`drain_locked`: flush, a value heavier than the
+//! budget) holds `engine` through disk I/O. Readers never need `engine`.
 //!
-//! Every change to what the disk holds goes through the queue as a job ([`Job`]), processed in
-//! order by one drainer at a time, so the disk sees each key's changes in the order memory
-//! made them. A job carries the version of the value it writes; when the slot no longer
+//! Every change to what the disk holds goes through the queue as a job ([`Job`]). Jobs are
+//! taken in batches in queue order, and batches commit in the order they were taken however
+//! their writes interleave, so the disk sees each key's changes in the order memory made
+//! them. A job carries the version of the value it writes; when the slot no longer
 //! holds that version (overwritten or removed meanwhile) an eviction write is skipped, so a
 //! cancelled write never becomes the current value.
 
