@@ -249,9 +249,10 @@ impl Damaged {
 const RESYNC_CHECKSUMS: usize = 4096;
 
 /// Walks the records of a whole segment file, calling `each` with every valid record and its
-/// offset. A record that fails a check starts a damaged run, and the walk goes on at the next
-/// offset where a record passes every check (records after a damaged one, or after a range a
-/// failed write left, are still found); returns the damaged runs in file order.
+/// offset. A record that fails a check starts a damaged run, and the walk goes on after it:
+/// where its header says it ends when that header holds, else at the next offset where a
+/// record passes every check (records after a damaged one, or after a range a failed write
+/// left, are still found). Returns the damaged runs in file order.
 pub(crate) fn scan(
     bytes: &[u8],
     mut each: impl FnMut(u64, &ParsedRecord<'_>),
@@ -266,7 +267,16 @@ pub(crate) fn scan(
                 at += record_len(record.key.len(), record.header.stored_len) as usize;
             }
             Err(why) => {
-                let next = next_record(bytes, at + 1).unwrap_or(bytes.len());
+                // A record whose header holds (its payload or checksum damaged) ends where its
+                // header says, if a record or the end of the file follows there: skipping it
+                // so never mistakes records stored inside its payload for the chest's own.
+                // Otherwise the next record is searched for.
+                let next = parse_header(&bytes[at..])
+                    .ok()
+                    .map(|(h, key_len)| at + record_len(key_len, h.stored_len) as usize)
+                    .filter(|&end| end == bytes.len() || parse_record(&bytes[end..]).is_ok())
+                    .or_else(|| next_record(bytes, at + 1))
+                    .unwrap_or(bytes.len());
                 damaged.push(Damaged {
                     start: at as u64,
                     end: next as u64,
@@ -1157,6 +1167,25 @@ mod tests {
                 .describe()
                 .contains(&format!("{damaged_at} to {zeros_at}"))
         );
+    }
+
+    #[test]
+    fn a_damaged_record_with_a_whole_header_is_skipped_whole() {
+        // Its payload holds a whole record (a chest's segment stored as a value, say): the
+        // walk must not take that for a record of this file.
+        let mut file = file_header(3).to_vec();
+        let inner = record(b"inner", b"not this file's", 99);
+        let mut outer = record(b"outer", &inner, 1);
+        // Its checksum damaged (bytes 20 to 27 of the header), its payload whole.
+        outer[20] ^= 0x55;
+        file.extend(&outer);
+        let after = file.len();
+        file.extend(record(b"next", b"1", 2));
+        let mut seen = Vec::new();
+        let damaged = scan(&file, |at, r| seen.push((at, r.key.to_vec()))).unwrap();
+        assert_eq!(seen, vec![(after as u64, b"next".to_vec())]);
+        let runs: Vec<(u64, u64)> = damaged.iter().map(|d| (d.start, d.end)).collect();
+        assert_eq!(runs, vec![(FILE_HEADER_LEN, after as u64)]);
     }
 
     #[test]
