@@ -579,9 +579,7 @@ impl DiskTier {
     }
 
     fn take_seq(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
+        self.take_seqs(1)
     }
 
     /// Takes `n` sequence numbers in a row; returns the first. A drainer takes its batch's
@@ -664,32 +662,26 @@ impl DiskTier {
         let mut scratch = std::mem::take(&mut self.scratch);
         let compressed = compression.compress(raw, &mut scratch);
         let payload = if compressed { &scratch[..] } else { raw };
+        let raw_len = raw.len() as u64;
         let result = if segment::holds(key.len(), raw.len(), self.options.small_value_bytes) {
-            self.segments
-                .stage(
-                    segment::KIND_VALUE,
-                    key,
+            let staged =
+                self.segments
+                    .stage(segment::KIND_VALUE, key, seq, payload, raw_len, compressed);
+            staged.map(|place| {
+                let loc = DiskLoc {
+                    place: Place::Segment(place),
                     seq,
-                    payload,
-                    raw.len() as u64,
-                    compressed,
-                )
-                .map(Place::Segment)
+                    raw_len,
+                    stored_len: payload.len() as u64,
+                };
+                self.after_put(key, loc, previous, true);
+                loc
+            })
         } else {
-            self.write_value_file(key, payload, raw.len() as u64, compressed, seq)
-                .map(|()| Place::File)
+            self.store_file(key, payload, raw_len, compressed, seq, previous)
         };
-        let stored_len = payload.len() as u64;
         self.scratch = scratch;
-        let place = result?;
-        let loc = DiskLoc {
-            place,
-            seq,
-            raw_len: raw.len() as u64,
-            stored_len,
-        };
-        self.after_put(key, loc, previous, true);
-        Ok(loc)
+        result
     }
 
     /// Stages a copy of the segment record at `loc` into the active segment, keeping its
