@@ -435,7 +435,7 @@ where
         let result = match (reserved, written) {
             (Err(e), _) => self.fail_batch(jobs, engine, e),
             (Ok((_, reservation)), Err(e)) => {
-                engine.disk.discard_staged();
+                // Nothing is staged yet: records are staged only at the commit.
                 if let Some(r) = &reservation {
                     engine.disk.end_reservation(r, &batch, false);
                 }
@@ -474,11 +474,11 @@ where
         result
     }
 
-    /// A batch failed as a whole with `e`: its values go back to memory (see
+    /// A batch failed as a whole with `e`, with nothing of it staged (a failed commit's
+    /// staged records are discarded by the caller first): its values go back to memory (see
     /// [`batch_failed`](Self::batch_failed)). `e` is the batch's result unless every job
     /// took effect anyway.
     fn fail_batch(&self, jobs: &[Job<K, V>], engine: &mut Engine, e: Error) -> Result<()> {
-        engine.disk.discard_staged();
         bump(&self.counters.failed_spills, 1);
         if self.batch_failed(jobs, engine) {
             return Err(e);
