@@ -685,39 +685,38 @@ impl SegmentStore {
             writes: Vec::new(),
         };
         self.lane_busy[lane] += 1;
-        for &(start, len) in &batch.records {
-            let placed = (|| {
+        let placed = (|| {
+            for &(start, len) in &batch.records {
                 if !self.fits(lane, len as u64) {
                     self.start_segment(lane)?;
                 }
-                self.claim(lane, len as u64, KIND_VALUE)
-            })();
-            let place = match placed {
-                Ok(place) => place,
-                Err(e) => {
-                    // What was placed is counted dead, and nothing stays reserved.
-                    self.abandon(&reservation, batch);
-                    self.release(&reservation);
-                    return Err(e);
-                }
-            };
-            match reservation.writes.last_mut() {
-                Some(w) if w.segment == place.segment && w.range.end == start => {
-                    w.range.end = start + len;
-                }
-                _ => {
-                    let file = self.segments.get(&place.segment).map(|s| s.file.clone());
-                    let file = file.ok_or_else(|| Error::corrupt(&self.dir, "segment vanished"))?;
-                    *self.reserved.entry(place.segment).or_default() += 1;
-                    reservation.writes.push(PlannedWrite {
-                        segment: place.segment,
-                        file,
-                        offset: place.offset,
-                        range: start..start + len,
-                    });
+                let place = self.claim(lane, len as u64, KIND_VALUE)?;
+                reservation.places.push(place);
+                match reservation.writes.last_mut() {
+                    Some(w) if w.segment == place.segment && w.range.end == start => {
+                        w.range.end = start + len;
+                    }
+                    _ => {
+                        let file = self.segments.get(&place.segment).map(|s| s.file.clone());
+                        let file =
+                            file.ok_or_else(|| Error::corrupt(&self.dir, "segment vanished"))?;
+                        *self.reserved.entry(place.segment).or_default() += 1;
+                        reservation.writes.push(PlannedWrite {
+                            segment: place.segment,
+                            file,
+                            offset: place.offset,
+                            range: start..start + len,
+                        });
+                    }
                 }
             }
-            reservation.places.push(place);
+            Ok(())
+        })();
+        if let Err(e) = placed {
+            // What was placed is counted dead, and nothing stays reserved.
+            self.abandon(&reservation, batch);
+            self.release(&reservation);
+            return Err(e);
         }
         Ok(reservation)
     }
