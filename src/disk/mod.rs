@@ -624,8 +624,9 @@ impl DiskTier {
         self.after_put(key, loc, previous, false);
     }
 
-    /// Stores the payload of a large value in a file of its own, as sequence number `seq`
-    /// (taken with [`take_seqs`](Self::take_seqs)), in place of `previous`.
+    /// Stores the payload of a large value in a file of its own (written under a temporary
+    /// name and renamed into place), as sequence number `seq` (taken with
+    /// [`take_seqs`](Self::take_seqs)), in place of `previous`.
     pub(crate) fn store_file(
         &mut self,
         key: &[u8],
@@ -636,7 +637,20 @@ impl DiskTier {
         previous: Option<DiskLoc>,
     ) -> Result<DiskLoc> {
         self.refuse_if_read_only()?;
-        self.write_value_file(key, payload, raw_len, compressed, seq)?;
+        let digest = KeyDigest::of(key);
+        let dir = self.make_fan_out(digest)?;
+        let prefix = value_file::encode_prefix(key, payload, raw_len, compressed, seq);
+        let path = self.layout.value_file(digest);
+        io::write_then_rename(
+            &self.layout.value_tmp(digest),
+            &path,
+            &[&prefix, payload],
+            false,
+        )?;
+        if self.mode == DiskMode::Persistent {
+            self.unsynced_files.insert(path);
+            self.unsynced_dirs.insert(dir);
+        }
         let loc = DiskLoc {
             place: Place::File,
             seq,
@@ -749,32 +763,6 @@ impl DiskTier {
         if let Some(index) = &mut self.index {
             index.stage(&Record::Put { key, loc });
         }
-    }
-
-    /// Writes a value file through a temporary name and renames it into place.
-    fn write_value_file(
-        &mut self,
-        key: &[u8],
-        payload: &[u8],
-        raw_len: u64,
-        compressed: bool,
-        seq: u64,
-    ) -> Result<()> {
-        let digest = KeyDigest::of(key);
-        let dir = self.make_fan_out(digest)?;
-        let prefix = value_file::encode_prefix(key, payload, raw_len, compressed, seq);
-        let path = self.layout.value_file(digest);
-        io::write_then_rename(
-            &self.layout.value_tmp(digest),
-            &path,
-            &[&prefix, payload],
-            false,
-        )?;
-        if self.mode == DiskMode::Persistent {
-            self.unsynced_files.insert(path);
-            self.unsynced_dirs.insert(dir);
-        }
-        Ok(())
     }
 
     /// Creates the fan-out directory of `digest` if it is not known to exist.
